@@ -1,0 +1,294 @@
+"""Friendly errors: one catalogue of codes, and the one place driver failures become them.
+
+Every failure a user can see is an :class:`ActionError` carrying an error object
+``{"code", "message", "cause", "fix", "retryable", "sqlstate"?, "detail"?, "position"?}``.
+Server errors are mapped by SQLSTATE (exact code first, then its two-letter class), never by
+message text.  Failures while *connecting* carry no SQLSTATE in psycopg, so those are diagnosed
+in :mod:`pgactions.connect_diagnosis`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ERROR_CATALOG", "SQLSTATE_CODES", "SQLSTATE_CLASSES", "ActionError", "ErrorSpec", "make_error"]
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    message: str
+    cause: str
+    fix: tuple[str, ...]
+    retryable: bool = False
+
+
+# The contract: these codes, their plain-language cause and the fixes a user can try.
+# docs/errors.md is generated from this table (python -m pgactions.docgen).
+ERROR_CATALOG: dict[str, ErrorSpec] = {
+    "CONNECTION_REFUSED": ErrorSpec(
+        "Connection refused: nothing is accepting connections at that host and port.",
+        "The database server cannot be reached: it is not running, listens on another port, "
+        "or a firewall blocks the connection.",
+        ("Check the host and port are correct (PostgreSQL's default port is 5432).",
+         "Check the database server is running.",
+         "Check the network path and firewall rules allow connections to that port.",
+         "If the database only allows listed IP addresses, add this platform's address."),
+        retryable=True),
+    "HOST_NOT_FOUND": ErrorSpec(
+        "The database host name could not be found.",
+        "DNS could not resolve the host name given in the connection.",
+        ("Check the host name for typing mistakes.",
+         "Use the server's IP address if its name is only known inside a private network.",
+         "Check that this platform can resolve the name (VPN, private DNS)."),
+        retryable=True),
+    "CONNECTION_TIMEOUT": ErrorSpec(
+        "Timed out while connecting to the database.",
+        "The host did not answer within the connect timeout: a firewall may be silently dropping "
+        "packets, or the server is overloaded.",
+        ("Check the host and port are correct.",
+         "Check firewall rules and IP allow-lists let this platform through.",
+         "Raise connectTimeout if the server is far away or busy."),
+        retryable=True),
+    "AUTHENTICATION_FAILED": ErrorSpec(
+        "Authentication failed: the server did not accept these credentials.",
+        "The username or password is wrong, the user may not log in, or the server's "
+        "pg_hba.conf does not allow this user from this address.",
+        ("Check the username is correct.",
+         "Check the password is correct (re-enter it: passwords are never shown).",
+         "Check the user has the LOGIN privilege and is not locked or expired.",
+         "Check the database name is correct.",
+         "Ask the administrator whether pg_hba.conf allows this user from this address."),
+        ),
+    "DATABASE_NOT_FOUND": ErrorSpec(
+        "The database does not exist on this server.",
+        "The database name in the connection does not match any database on the server.",
+        ("Check the database name for typing mistakes (names are case-sensitive).",
+         "List the server's databases with \\l in psql, or ask the administrator."),
+        ),
+    "SSL_REQUIRED": ErrorSpec(
+        "The server requires an SSL connection.",
+        "The database only accepts encrypted connections but the connection has SSL disabled.",
+        ("Change SSL Mode to \"require\" (or verify-full with the server's CA certificate).",
+         "Save the connection and test it again."),
+        ),
+    "SSL_FAILED": ErrorSpec(
+        "The secure (SSL) connection could not be established.",
+        "The server's certificate could not be verified (unknown CA, wrong host name, expired), "
+        "or the server does not support SSL.",
+        ("With verify-ca or verify-full, provide the CA certificate that signed the server's certificate.",
+         "With verify-full, connect using the host name written in the server's certificate.",
+         "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server."),
+        ),
+    "PERMISSION_DENIED": ErrorSpec(
+        "Permission denied: the database user may not do this.",
+        "The user lacks a privilege on the table, schema or function the statement uses.",
+        ("Ask the administrator to grant the privilege, e.g. GRANT SELECT, INSERT ON table TO user.",
+         "Check the user has USAGE on the schema.",
+         "Use a connection whose user holds the needed rights."),
+        ),
+    "SYNTAX_ERROR": ErrorSpec(
+        "The SQL statement is not valid.",
+        "PostgreSQL could not parse or accept the statement.",
+        ("Check the SQL near the reported position.",
+         "Use $1, $2 … placeholders for values instead of building SQL text.",
+         "Test the statement in a SQL console first."),
+        ),
+    "UNDEFINED_TABLE": ErrorSpec(
+        "The table or view does not exist.",
+        "No table or view with that name is visible in the connection's schema search path.",
+        ("Check the table name for typing mistakes (unquoted names are folded to lower case).",
+         "Qualify the table with its schema (schema.table) or set the connection's schema.",
+         "Check the user may see the schema (USAGE privilege)."),
+        ),
+    "UNDEFINED_COLUMN": ErrorSpec(
+        "A column does not exist.",
+        "The statement names a column the table does not have.",
+        ("Check the column name for typing mistakes (unquoted names are folded to lower case).",
+         "Look at the table's columns and use one of them."),
+        ),
+    "TOO_MANY_CONNECTIONS": ErrorSpec(
+        "The database has no free connection slots.",
+        "The server's max_connections, or the user's connection limit, has been reached.",
+        ("Lower the pool size of this connection or of other applications.",
+         "Use a connection pooler such as PgBouncer.",
+         "Ask the administrator to raise max_connections or the role's connection limit."),
+        retryable=True),
+    "QUERY_TIMEOUT": ErrorSpec(
+        "The query took longer than the time limit and was cancelled.",
+        "The statement ran past its timeout, or the server stopped answering.",
+        ("Add indexes for the columns the query filters or joins on.",
+         "Add a LIMIT or narrow the WHERE clause.",
+         "Split the work into smaller batches.",
+         "Raise the action's timeout if the host allows it."),
+        retryable=True),
+    "RESULT_TOO_LARGE": ErrorSpec(
+        "The result is larger than the output size limit.",
+        "The rows returned would exceed the maximum output size, so reading was stopped.",
+        ("Add a LIMIT to the query.",
+         "Select only the columns you need.",
+         "Page through the data with LIMIT and OFFSET or a key range."),
+        ),
+    "UNIQUE_VIOLATION": ErrorSpec(
+        "A row with the same unique value already exists.",
+        "The statement would create a duplicate in a unique column or primary key.",
+        ("Use Upsert Row (insert or update) instead of Insert Row.",
+         "Check whether the record already exists before inserting.",
+         "Use a different value for the unique column."),
+        ),
+    "FOREIGN_KEY_VIOLATION": ErrorSpec(
+        "The row refers to a record that does not exist (or is still referenced).",
+        "A foreign key constraint failed: the referenced row is missing, or other rows still point "
+        "to the row being deleted.",
+        ("Create the referenced record first.",
+         "Check the referenced id is correct.",
+         "Delete or update the referencing rows first."),
+        ),
+    "NOT_NULL_VIOLATION": ErrorSpec(
+        "A required column has no value.",
+        "A column declared NOT NULL was given null or left out.",
+        ("Provide a value for the column.",
+         "Check the template that fills the column resolves to a value."),
+        ),
+    "CHECK_VIOLATION": ErrorSpec(
+        "A value breaks one of the table's rules (check constraint).",
+        "The row does not satisfy a CHECK constraint of the table.",
+        ("Look at the constraint named in the detail and adjust the value.",),
+        ),
+    "INVALID_VALUE": ErrorSpec(
+        "A value is not valid for its column or parameter type.",
+        "PostgreSQL could not convert a value to the type it needs (a date, a number, a UUID …), "
+        "or the value is out of range.",
+        ("Check the value's format (dates as 2026-01-15 or ISO 8601, numbers without thousands separators).",
+         "Add an explicit cast to the placeholder, e.g. $1::date.",
+         "Check the value fits the column's length or range."),
+        ),
+    "DEADLOCK": ErrorSpec(
+        "The statement was stopped because it deadlocked with another transaction.",
+        "Two transactions waited on each other's locks; PostgreSQL cancelled this one.",
+        ("Retry the action.",
+         "Access tables and rows in the same order in every flow."),
+        retryable=True),
+    "SERIALIZATION_FAILURE": ErrorSpec(
+        "The transaction could not be completed because of concurrent changes.",
+        "Another transaction changed the same data at the same time.",
+        ("Retry the action.",),
+        retryable=True),
+    "READ_ONLY_VIOLATION": ErrorSpec(
+        "This action may only read data, but the statement tried to change something.",
+        "Query Rows runs in a read-only transaction (or the server is a read-only standby).",
+        ("Use Insert Row, Update Rows, Delete Rows or Execute Query for statements that change data.",
+         "Connect to the primary server if this one is a standby."),
+        ),
+    "CONNECTION_LOST": ErrorSpec(
+        "The connection to the database was lost.",
+        "The server closed the connection (restart, fail-over, idle timeout) or the network dropped.",
+        ("Retry the action.",
+         "Check the server is running and the network is stable."),
+        retryable=True),
+    "INVALID_INPUT": ErrorSpec(
+        "The action's input is not valid.",
+        "A required field is missing, a value has the wrong type, or the parameters do not match "
+        "the query's placeholders.",
+        ("Correct the field named in the detail.",),
+        ),
+    "TEMPLATE_ERROR": ErrorSpec(
+        "A {{ template }} could not be rendered.",
+        "The template refers to a value that does not exist in the flow data, or is not valid Jinja.",
+        ("Check the path (e.g. trigger.email) exists in the data of the trigger or earlier step.",
+         "Use a default: {{ trigger.email | default('') }}."),
+        ),
+    "UNKNOWN_ACTION": ErrorSpec(
+        "There is no action with this id.",
+        "The action id is not one of the installed actions.",
+        ("Use one of the ids listed in the detail (pgactions list).",),
+        ),
+    "DATABASE_ERROR": ErrorSpec(
+        "The database reported an error.",
+        "PostgreSQL rejected the statement; the detail and SQLSTATE say why.",
+        ("Read the detail from the server.",
+         "Look the SQLSTATE up in PostgreSQL's error code table."),
+        ),
+}
+
+# Exact SQLSTATE → code.  Checked before the class table.
+SQLSTATE_CODES: dict[str, str] = {
+    "28P01": "AUTHENTICATION_FAILED",
+    "3D000": "DATABASE_NOT_FOUND",
+    "42501": "PERMISSION_DENIED",
+    "42601": "SYNTAX_ERROR",
+    "42P01": "UNDEFINED_TABLE",
+    "3F000": "UNDEFINED_TABLE",  # invalid_schema_name: the schema of the table is missing
+    "42703": "UNDEFINED_COLUMN",
+    "42P02": "INVALID_INPUT",  # undefined_parameter ($n without a value)
+    "53300": "TOO_MANY_CONNECTIONS",
+    "57014": "QUERY_TIMEOUT",
+    "23505": "UNIQUE_VIOLATION",
+    "23503": "FOREIGN_KEY_VIOLATION",
+    "23502": "NOT_NULL_VIOLATION",
+    "23514": "CHECK_VIOLATION",
+    "40P01": "DEADLOCK",
+    "40001": "SERIALIZATION_FAILURE",
+    "25006": "READ_ONLY_VIOLATION",
+    "57P01": "CONNECTION_LOST",  # admin_shutdown
+    "57P02": "CONNECTION_LOST",  # crash_shutdown
+    "57P03": "CONNECTION_REFUSED",  # cannot_connect_now (starting up / shutting down)
+    "55P03": "QUERY_TIMEOUT",  # lock_not_available (lock_timeout)
+}
+
+# Two-letter SQLSTATE class → code.
+SQLSTATE_CLASSES: dict[str, str] = {
+    "08": "CONNECTION_LOST",
+    "22": "INVALID_VALUE",
+    "23": "INVALID_VALUE",
+    "28": "AUTHENTICATION_FAILED",
+    "40": "SERIALIZATION_FAILURE",
+    "42": "SYNTAX_ERROR",
+}
+
+
+class ActionError(Exception):
+    """A failure shown to the user: ``error.payload`` is the JSON error object."""
+
+    def __init__(self, code: str, detail: str | None = None, *, message: str | None = None,
+                 sqlstate: str | None = None, position: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        if code not in ERROR_CATALOG:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.payload = make_error(code, detail, message=message, sqlstate=sqlstate,
+                                  position=position, extra=extra)
+        super().__init__(self.payload["message"])
+
+    @property
+    def retryable(self) -> bool:
+        return bool(self.payload["retryable"])
+
+    def one_line(self) -> str:
+        detail = self.payload.get("detail")
+        return f"{self.code}: {self.payload['message']}" + (f" ({detail})" if detail else "")
+
+    def __repr__(self) -> str:
+        return f"ActionError({self.code!r}, {self.payload.get('detail')!r})"
+
+
+def make_error(code: str, detail: str | None = None, *, message: str | None = None,
+               sqlstate: str | None = None, position: int | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = ERROR_CATALOG[code]
+    payload: dict[str, Any] = {
+        "code": code,
+        "message": message or spec.message,
+        "cause": spec.cause,
+        "fix": list(spec.fix),
+        "retryable": spec.retryable,
+    }
+    if sqlstate:
+        payload["sqlstate"] = sqlstate
+    if detail:
+        payload["detail"] = detail
+    if position is not None:
+        payload["position"] = position
+    if extra:
+        payload.update(extra)
+    return payload

@@ -1,0 +1,200 @@
+"""One action on one pooled connection: session settings, streaming with a size cap, clean-up.
+
+Round trips are counted: a warm ``query_rows`` is one round trip (the statement itself).  Each
+action is a single statement run in autocommit mode, which PostgreSQL makes atomic on its own;
+read-only actions rely on the session's ``default_transaction_read_only`` being on, write
+actions switch it off first (one extra round trip only when the previous action was of the other
+kind).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from .boundary import map_exception
+from .convert import to_json_bytes
+from .engines import SESSION_STATE, EngineCache, SessionState
+from .errors import ActionError
+from .profiles import ConnectionProfile
+from .watchdog import Watchdog
+
+__all__ = ["Limits", "RowsJSON", "Session"]
+
+STREAM_CHUNK_ROWS = 500
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Host-configurable limits.  An input's ``timeout`` may not exceed ``max_timeout``."""
+
+    default_timeout: float = 60.0
+    max_timeout: float = 60.0
+    max_result_bytes: int = 10 * 1024 * 1024
+    numeric_as_number: bool = False
+
+    def timeout_for(self, requested: float | None) -> float:
+        if requested is None:
+            return min(self.default_timeout, self.max_timeout)
+        if requested > self.max_timeout:
+            raise ActionError("INVALID_INPUT", f"timeout {requested:g}s is above the maximum of "
+                                               f"{self.max_timeout:g}s", extra={"field": "timeout"})
+        return float(requested)
+
+
+@dataclass
+class RowsJSON:
+    """Rows already serialized: ``body`` is the inside of a JSON array."""
+
+    body: bytes
+    count: int
+    columns: list[str]
+
+
+class Session:
+    """Context manager: checks a connection out, arms the watchdog, maps every failure once."""
+
+    def __init__(self, engines: EngineCache, watchdog: Watchdog, profile: ConnectionProfile,
+                 timeout: float, limits: Limits) -> None:
+        self.engines, self.watchdog, self.profile = engines, watchdog, profile
+        self.timeout, self.limits = timeout, limits
+        self.parameters_given: int | None = None
+        self._raw: Any = None
+        self._watch: Any = None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        self._raw = self.engines.checkout(self.profile)
+        self.conn: psycopg.Connection[Any] = self._raw.driver_connection
+        self._watch = self.watchdog.arm(self.conn, self.timeout)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.watchdog.disarm(self._watch)
+        try:
+            if exc is not None:
+                self._after_failure()
+        finally:
+            self._raw.close()  # back to the pool (or discarded, if invalidated)
+        if exc is not None and not isinstance(exc, ActionError) and isinstance(exc, Exception):
+            raise map_exception(exc, connecting=False, timed_out=self._watch.fired,
+                                given_parameters=self.parameters_given) from None
+
+    def _after_failure(self) -> None:
+        conn = self.conn
+        status = conn.pgconn.transaction_status
+        if conn.closed or conn.broken or status in (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN) \
+                or self._watch.fired:
+            self._raw.invalidate()
+            return
+        if status != pq.TransactionStatus.IDLE:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                self._raw.invalidate()
+                return
+        state = SESSION_STATE.get(conn)
+        if state is not None:
+            state.forget()
+
+    # -- session settings --------------------------------------------------------------------
+    def prepare(self, read_only: bool) -> None:
+        """Make the session read-only (or not) with this action's statement timeout."""
+        state = SESSION_STATE.setdefault(self.conn, SessionState(None, None))
+        timeout_ms = max(1, int(self.timeout * 1000))
+        settings: list[str] = []
+        if _session_read_only(self.conn, state) is not read_only:
+            settings += ["default_transaction_read_only", "on" if read_only else "off"]
+        if state.timeout_ms != timeout_ms:
+            settings += ["statement_timeout", str(timeout_ms)]
+        if settings:
+            calls = ", ".join("set_config(%s, %s, false)" for _ in range(len(settings) // 2))
+            self.conn.execute(f"SELECT {calls}", settings)
+            state.read_only, state.timeout_ms = read_only, timeout_ms
+
+    def forget_session_state(self) -> None:
+        state = SESSION_STATE.get(self.conn)
+        if state is not None:
+            state.forget()
+
+    # -- statements --------------------------------------------------------------------------
+    def raw_cursor(self) -> psycopg.RawCursor[Any]:
+        return psycopg.RawCursor(self.conn)
+
+    def stream_rows(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
+        """Run *sql* and serialize its rows while reading; stop at *budget* bytes.
+
+        Rows arrive in chunks, so memory holds at most the serialized output (≤ budget) plus one
+        chunk; stopping early cancels the rest of the query.
+        """
+        stream = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
+        try:
+            return self._serialize(cur, stream, budget)
+        finally:
+            stream.close()
+
+    def read_rows(self, cur: psycopg.Cursor[Any], budget: int) -> RowsJSON:
+        """Serialize the rows of a statement already executed (a write's RETURNING rows)."""
+        if cur.description is None:
+            return RowsJSON(b"", 0, [])
+        return self._serialize(cur, iter(cur), budget)
+
+    def _serialize(self, cur: psycopg.Cursor[Any], rows: Any, budget: int) -> RowsJSON:
+        chunks: list[bytes] = []
+        size = 0
+        count = 0
+        names: list[str] | None = None
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            if names is None:
+                names = _column_names(cur)
+            batch.append(dict(zip(names, row)))
+            if len(batch) >= STREAM_CHUNK_ROWS:
+                size = self._flush(batch, chunks, size, budget)
+                count += len(batch)
+                batch = []
+        if batch:
+            size = self._flush(batch, chunks, size, budget)
+            count += len(batch)
+        if names is None:
+            names = _column_names(cur) if cur.description else []
+        return RowsJSON(b",".join(chunks), count, names)
+
+    def _flush(self, batch: list[dict[str, Any]], chunks: list[bytes], size: int, budget: int) -> int:
+        encoded = to_json_bytes(batch)[1:-1]
+        size += len(encoded) + 1
+        if size > budget:
+            raise ActionError(
+                "RESULT_TOO_LARGE",
+                f"the rows exceed the output limit of {self.limits.max_result_bytes:,} bytes; "
+                f"reading stopped after about {sum(len(c) for c in chunks):,} bytes",
+                extra={"limitBytes": self.limits.max_result_bytes})
+        chunks.append(encoded)
+        return size
+
+
+def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bool | None:
+    """The server reports default_transaction_read_only on every change (PostgreSQL 14+), so
+    whatever a statement did to it is known without a round trip; older servers: our own record."""
+    reported = conn.info.parameter_status("default_transaction_read_only")
+    if reported is not None:
+        return reported == "on"
+    return state.read_only
+
+
+def _column_names(cur: psycopg.Cursor[Any]) -> list[str]:
+    """Column names, with repeats made unique (id, id_2) so no value is silently dropped."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for column in cur.description or ():
+        name = column.name
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 1
+        names.append(name)
+    return names

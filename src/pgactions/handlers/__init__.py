@@ -1,0 +1,28 @@
+"""The registry from a manifest's ``execution.handler`` to the small function that runs it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import ActionError
+from .sql import run_sql
+from .table_write import run_insert, run_upsert
+
+__all__ = ["HANDLERS", "get_handler"]
+
+# handler(session, manifest, inputs, context) -> JSON bytes of the output object
+Handler = Callable[..., bytes]
+
+HANDLERS: dict[str, Handler] = {
+    "sql": run_sql,
+    "insert": run_insert,
+    "upsert": run_upsert,
+}
+
+
+def get_handler(name: str) -> Handler:
+    try:
+        return HANDLERS[name]
+    except KeyError:
+        raise ActionError("UNKNOWN_ACTION", f"no handler {name!r}; known handlers: "
+                                            f"{', '.join(sorted(HANDLERS))}") from None

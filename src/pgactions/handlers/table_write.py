@@ -1,0 +1,142 @@
+"""Insert Row and Upsert Row: statements built with SQLAlchemy Core from the table's real columns.
+
+Identifiers are quoted by SQLAlchemy and every value is a bound parameter.  The table's columns,
+their types and its primary key come from the catalog in one query, so an unknown column is a
+friendly UNDEFINED_COLUMN listing the real ones, json/jsonb columns get objects as jsonb, and
+``insertedId`` is the primary key whatever its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from ..convert import to_json_bytes
+from ..errors import ActionError
+from ..execution import Session
+from ..manifests import Manifest
+from ..templating import _PREPARER, render_value
+from ..values import bind_value
+
+__all__ = ["run_insert", "run_upsert", "TableInfo", "table_info"]
+
+_DIALECT = postgresql.psycopg.dialect()
+_INSERTED_FLAG = "_pgactions_inserted"
+
+_TABLE_COLUMNS_SQL = """
+SELECT a.attname, t.typname, t.typcategory,
+       array_position(i.indkey::int2[], a.attnum) AS pk_position
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str | None
+    name: str
+    columns: dict[str, str]  # name → type name
+    primary_key: tuple[str, ...]
+
+    def sa_table(self) -> sa.Table:
+        return sa.Table(self.name, sa.MetaData(), *(sa.Column(c) for c in self.columns),
+                        schema=self.schema)
+
+    def check_columns(self, names: list[str], field: str) -> None:
+        unknown = [n for n in names if n not in self.columns]
+        if unknown:
+            raise ActionError(
+                "UNDEFINED_COLUMN",
+                f"{', '.join(map(repr, unknown))} {'is not a column' if len(unknown) == 1 else 'are not columns'} "
+                f"of {self.display}; its columns are: {', '.join(self.columns)}",
+                extra={"field": field, "columns": list(self.columns)})
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
+    qualified = ".".join(_PREPARER.quote_identifier(p) for p in ([schema] if schema else []) + [table])
+    rows = session.conn.execute(_TABLE_COLUMNS_SQL, [qualified]).fetchall()
+    if not rows:
+        where = f"schema {schema!r}" if schema else "the connection's search path"
+        raise ActionError("UNDEFINED_TABLE", f"table {table!r} was not found in {where}",
+                          extra={"table": table})
+    columns = {name: typname for name, typname, _cat, _pk in rows}
+    pk = tuple(r[0] for r in sorted((r for r in rows if r[3] is not None), key=lambda r: r[3]))
+    return TableInfo(schema, table, columns, pk)
+
+
+def _values(info: TableInfo, columns: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    rendered = render_value(columns, context)
+    return {name: bind_value(value, json_column=info.columns[name] in ("json", "jsonb"))
+            for name, value in rendered.items()}
+
+
+def _execute_returning(session: Session, stmt: sa.sql.Executable) -> dict[str, Any]:
+    """Run a one-row INSERT … RETURNING; the row's values are already JSON-ready (our loaders)."""
+    compiled = stmt.compile(dialect=_DIALECT)
+    cur = session.conn.cursor()
+    cur.execute(str(compiled), compiled.params)
+    row = cur.fetchone()
+    names = [c.name for c in cur.description or ()]
+    return dict(zip(names, row)) if row is not None else {}
+
+
+def _inserted_id(info: TableInfo, row: dict[str, Any]) -> Any:
+    if not info.primary_key:
+        return None
+    if len(info.primary_key) == 1:
+        return row.get(info.primary_key[0])
+    return {name: row.get(name) for name in info.primary_key}
+
+
+def _bound(table: sa.Table, values: dict[str, Any]) -> dict[Any, Any]:
+    # Parameter names of our own (p0, p1 …): column names may hold any character.
+    return {table.c[name]: sa.bindparam(f"p{i}", value, type_=sa.types.NullType())
+            for i, (name, value) in enumerate(values.items())}
+
+
+def run_insert(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    info.check_columns(list(inputs["columns"]), "columns")
+    values = _values(info, inputs["columns"], context)
+    table = info.sa_table()
+    stmt = sa.insert(table).values(_bound(table, values)).returning(*table.c)
+    row = _execute_returning(session, stmt)
+    return to_json_bytes({"insertedId": _inserted_id(info, row), "rowCount": 1, "row": row})
+
+
+def run_upsert(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    conflict = list(inputs["conflictColumns"])
+    info.check_columns(list(inputs["columns"]), "columns")
+    info.check_columns(conflict, "conflictColumns")
+    missing = [c for c in conflict if c not in inputs["columns"]]
+    if missing:
+        raise ActionError("INVALID_INPUT", f"conflict column(s) {', '.join(missing)} need a value in columns",
+                          extra={"field": "conflictColumns"})
+    update = inputs.get("updateColumns")
+    if update is None:
+        update = [c for c in inputs["columns"] if c not in conflict]
+    info.check_columns(update, "updateColumns")
+    values = _values(info, inputs["columns"], context)
+    table = info.sa_table()
+    stmt = postgresql.insert(table).values(_bound(table, values))
+    # With nothing to update, "update" a conflict column to itself so the row still comes back.
+    assignments = {c: stmt.excluded[c] for c in (update or conflict[:1])}
+    stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=assignments).returning(
+        *table.c, sa.literal_column("(xmax = 0)").label(_INSERTED_FLAG))
+    row = _execute_returning(session, stmt)
+    inserted = bool(row.pop(_INSERTED_FLAG, True))
+    return to_json_bytes({"rowCount": 1, "inserted": inserted, "row": row,
+                          "insertedId": _inserted_id(info, row)})

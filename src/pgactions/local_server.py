@@ -1,0 +1,248 @@
+"""A throwaway local PostgreSQL cluster, for the demo and the test suite.
+
+It finds the server binaries (PATH, ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``),
+runs ``initdb`` into a temporary folder, writes the configuration the caller asks for (password
+auth over TCP, optional SSL with a CA and server certificate generated on the spot) and starts
+the server on a free loopback port.  PostgreSQL refuses to run as root, so when we are root the
+server runs as the ``postgres`` OS user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalServer", "ServerNotAvailable", "find_bindir", "free_port"]
+
+
+class ServerNotAvailable(RuntimeError):
+    """No PostgreSQL server binaries could be found on this machine."""
+
+
+def find_bindir() -> Path:
+    """Locate the folder holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+    candidates: list[Path] = []
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(os.path.realpath(initdb)).parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            candidates.append(Path(out.stdout.strip()))
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    # Newest major version first.
+    for found in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
+        candidates.append(Path(found))
+    for bindir in candidates:
+        if all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return bindir
+    raise ServerNotAvailable(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; "
+        "install them with: apt-get install -y postgresql postgresql-contrib"
+    )
+
+
+def _version_key(path: str) -> int:
+    try:
+        return int(Path(path).parent.name.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalServer:
+    """One temporary cluster.  Use as a context manager or call start()/stop()."""
+
+    superuser_password: str = "pgactions-test-pw"
+    ssl: bool = True
+    max_connections: int = 40
+    # pg_hba.conf lines placed before the catch-all password rules.
+    extra_hba: list[str] = field(default_factory=list)
+    extra_conf: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    root: Path | None = None
+    _run_as: str | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+    def start(self) -> LocalServer:
+        bindir = find_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="pgactions-pg-"))
+        self._run_as = "postgres" if os.geteuid() == 0 else None
+        self.port = self.port or free_port()
+        data = self.datadir
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.superuser_password + "\n")
+        if self._run_as:
+            _chown_tree(self.root, self._run_as)
+        self._run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+             "-A", "scram-sha-256", "--auth-local", "trust", "-E", "UTF8", "--locale", "C.UTF-8"
+             if _has_c_utf8() else "C"],
+        )
+        pwfile.unlink()
+        self._write_config()
+        if self.ssl:
+            self._make_certificates()
+        if self._run_as:
+            _chown_tree(self.root, self._run_as)
+        self._run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"),
+                   "-w", "-t", "60", "start"])
+        self._bindir = bindir
+        return self
+
+    def stop(self) -> None:
+        if self.root is None:
+            return
+        try:
+            self._run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                       "-w", "stop"], check=False)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def restart(self) -> None:
+        self._run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
+                   "-l", str(self.root / "server.log"), "restart"])
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- facts -------------------------------------------------------------------------
+    @property
+    def datadir(self) -> Path:
+        assert self.root is not None
+        return self.root / "data"
+
+    @property
+    def ca_file(self) -> Path:
+        assert self.root is not None
+        return self.root / "ca.crt"
+
+    def url(self, user: str = "postgres", password: str | None = None, database: str = "postgres",
+            **query: str) -> str:
+        from urllib.parse import quote, urlencode
+
+        pw = self.superuser_password if password is None and user == "postgres" else password
+        auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(database, safe='')}{qs}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser over the local socket (set-up only, never the code under test)."""
+        out = self._run([str(self._bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                         "-h", str(self.root), "-p", str(self.port), "-U", "postgres", "-d", database,
+                         "-c", sql])
+        return out.strip()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join((self.root / "server.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- helpers -----------------------------------------------------------------------
+    def _write_config(self) -> None:
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+            "max_connections": str(self.max_connections),
+            "superuser_reserved_connections": "3",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "64MB",
+            "log_min_messages": "warning",
+            "password_encryption": "'scram-sha-256'",
+        }
+        if self.ssl:
+            conf.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'",
+                        ssl_ca_file="'ca.crt'")
+        conf.update(self.extra_conf)
+        with (self.datadir / "postgresql.conf").open("a") as fh:
+            fh.write("\n# pgactions throwaway server\n")
+            for key, value in conf.items():
+                fh.write(f"{key} = {value}\n")
+        hba = ["local all all trust", *self.extra_hba,
+               "host all all 127.0.0.1/32 scram-sha-256",
+               "host all all ::1/128 scram-sha-256"]
+        (self.datadir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+
+    def _make_certificates(self) -> None:
+        """A private CA and a server certificate for localhost/127.0.0.1, valid for a day."""
+        d = self.datadir
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise ServerNotAvailable("openssl is needed to generate the test certificates")
+
+        def ossl(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
+
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             "/CN=pgactions test CA", "-keyout", "ca.key", "-out", "ca.crt",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-keyout", "server.key", "-out", "server.csr")
+        (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", "server.crt", "-extfile", "ext.cnf")
+        os.chmod(d / "server.key", 0o600)
+        shutil.copy(d / "ca.crt", self.ca_file)
+        os.chmod(self.ca_file, 0o644)
+
+    def _run(self, argv: list[str], check: bool = True) -> str:
+        if self._run_as:
+            argv = ["runuser", "-u", self._run_as, "--", *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/")
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{Path(argv[3 if self._run_as else 0]).name} failed ({proc.returncode}):\n"
+                f"{proc.stdout}\n{proc.stderr}\n{self.log_tail() if self.root else ''}"
+            )
+        return proc.stdout
+
+
+def _chown_tree(root: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for dirpath, _dirs, files in os.walk(root):
+        os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
+
+
+def _has_c_utf8() -> bool:
+    try:
+        out = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower()
+    except OSError:
+        return False
+    return "c.utf8" in out or "c.utf-8" in out
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")

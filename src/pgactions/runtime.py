@@ -1,0 +1,97 @@
+"""The runtime: manifest → inputs → templates → bound SQL → JSON, or one friendly error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from .boundary import scrub
+from .errors import ActionError
+from .execution import Limits, Session
+from .engines import EngineCache
+from .handlers import get_handler
+from .manifests import get_manifest
+from .profiles import ConnectionProfile, load_profile
+from .validation import validate_inputs
+from .watchdog import Watchdog
+
+__all__ = ["ActionResult", "Runtime"]
+
+log = logging.getLogger("pgactions")
+
+ConnectionSpec = "str | dict[str, Any] | ConnectionProfile"
+
+
+@dataclass
+class ActionResult:
+    """An action's output: ``json`` is exactly what the CLI prints; ``data`` the parsed object."""
+
+    action: str
+    json: bytes
+    elapsed_ms: float = field(default=0.0)
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        return orjson.loads(self.json)
+
+
+class Runtime:
+    """Runs actions; owns the connection pools (one per profile) and the timeout watchdog.
+
+    Use one Runtime for the life of the host process and close it at shutdown (or use ``with``).
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.engines = EngineCache(numeric_as_number=self.limits.numeric_as_number)
+        self.watchdog = Watchdog()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engines.dispose_all()
+
+    def run(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
+            inputs: dict[str, Any], context: dict[str, Any] | None = None) -> ActionResult:
+        """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure."""
+        started = time.perf_counter()
+        secrets: tuple[str, ...] = ()
+        try:
+            manifest = get_manifest(action_id)
+            profile = load_profile(connection)
+            secrets = profile.secrets()
+            timeout = self.limits.timeout_for(inputs.get("timeout") if isinstance(inputs, dict) else None)
+            checked = validate_inputs(manifest, inputs)
+            handler = get_handler(manifest.handler)
+            with Session(self.engines, self.watchdog, profile, timeout, self.limits) as session:
+                output = handler(session, manifest, checked, _flow_context(context))
+            if len(output) > self.limits.max_result_bytes:
+                raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
+                                                      f"limit of {self.limits.max_result_bytes:,}")
+        except ActionError as exc:
+            exc.payload = scrub(exc.payload, secrets)
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info("action %s failed with %s after %.1f ms", action_id, exc.code, elapsed)
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        log.debug("action %s ok in %.1f ms", action_id, elapsed)
+        return ActionResult(action_id, output, elapsed)
+
+
+def _flow_context(context: dict[str, Any] | None) -> dict[str, Any]:
+    """The variables templates see: trigger, steps, now (UTC), plus whatever else the host passes."""
+    merged: dict[str, Any] = {"trigger": {}, "steps": {}}
+    if context:
+        merged.update(context)
+    merged.setdefault("now", dt.datetime.now(dt.timezone.utc))
+    return merged

@@ -1,0 +1,155 @@
+"""SQL text: which ``$n`` placeholders a statement uses, and templates turned into bound parameters.
+
+Both use PostgreSQL's own lexer (via pglast), so ``$1`` inside a string literal, an ``E''`` string,
+a dollar-quoted body, a quoted identifier or a comment is never taken for a placeholder.
+
+Templates in SQL text never become SQL text:
+- ``{{ expr }}`` outside quotes becomes the next ``$n``, bound with the expression's value;
+- a plain ``'...{{ expr }}...'`` literal becomes one ``$n`` bound with the rendered text (the quotes
+  are absorbed, so ``WHERE email = '{{trigger.email}}'`` is safe whatever the e-mail holds);
+- ``{{ name | identifier }}`` is the one way to put text into the statement: a quoted identifier;
+- ``{% %}`` blocks and templates in other quoted forms are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pglast
+from pglast import parser as pg_parser
+
+from .errors import ActionError
+from .templating import SQLIdentifier, render_expression, render_value
+
+__all__ = ["SqlPlan", "analyse", "bind_sql", "returns_rows"]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    kind: str  # "text" | "expr" | "literal"
+    text: str  # SQL text, expression body, or literal template content
+
+
+@dataclass(frozen=True)
+class SqlPlan:
+    pieces: tuple[_Piece, ...]
+    placeholders: frozenset[int]  # the $n the user's own SQL uses
+    has_templates: bool
+    touches_session: bool  # SET / RESET / DISCARD / set_config(): may change session settings
+
+
+@lru_cache(maxsize=512)
+def analyse(sql: str) -> SqlPlan:
+    try:
+        tokens = pg_parser.scan(sql)
+    except Exception as exc:  # pglast raises its own ParseError for unterminated quotes etc.
+        raise ActionError("SYNTAX_ERROR", f"the SQL could not be read: {exc}") from None
+    pieces: list[_Piece] = []
+    placeholders: set[int] = set()
+    cursor = 0  # the next character of *sql* not yet copied into pieces
+    skip_until = -1
+    has_templates = False
+    significant = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    touches_session = bool(significant) and significant[0].name in ("SET", "RESET", "DISCARD") or any(
+        t.name == "IDENT" and sql[t.start:t.end + 1].lower() == "set_config" for t in tokens)
+    for tok in tokens:
+        if tok.start < skip_until:
+            continue
+        text = sql[tok.start:tok.end + 1]
+        if tok.name == "PARAM":
+            placeholders.add(int(text[1:]))
+        elif tok.name == "SCONST" and "{{" in text:
+            if not text.startswith("'"):
+                raise ActionError(
+                    "TEMPLATE_ERROR",
+                    f"templates are only allowed in plain '...' strings, not in {text[:12]!r}…; "
+                    "bind the value with $n or a bare {{ }} instead")
+            pieces.append(_Piece("text", sql[cursor:tok.start]))
+            pieces.append(_Piece("literal", text[1:-1].replace("''", "'")))
+            cursor = tok.end + 1
+            has_templates = True
+        elif tok.name == "IDENT" and text.startswith('"') and "{{" in text:
+            raise ActionError("TEMPLATE_ERROR", "a template inside a quoted identifier is not allowed: "
+                                                "use {{ name | identifier }} instead")
+        elif tok.name == "UNKNOWN" and text == "{":
+            nxt = sql[tok.end + 1:tok.end + 2]
+            if nxt == "%":
+                raise ActionError("TEMPLATE_ERROR", "{% %} blocks are not allowed in SQL; use {{ }} values")
+            if nxt == "{":
+                close = sql.find("}}", tok.end + 2)
+                if close < 0:
+                    raise ActionError("TEMPLATE_ERROR", "a {{ in the SQL is never closed with }}")
+                pieces.append(_Piece("text", sql[cursor:tok.start]))
+                pieces.append(_Piece("expr", sql[tok.end + 2:close]))
+                cursor = close + 2
+                skip_until = cursor
+                has_templates = True
+    pieces.append(_Piece("text", sql[cursor:]))
+    return SqlPlan(tuple(p for p in pieces if p.kind != "text" or p.text), frozenset(placeholders),
+                   has_templates, touches_session)
+
+
+def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[str, list[Any]]:
+    """Render the parameters and the SQL's templates; return SQL with ``$n`` and the values.
+
+    Checks that the placeholders the SQL uses are exactly ``$1..$len(parameters)``.
+    """
+    plan = analyse(sql)
+    values = [render_value(p, context) for p in parameters]
+    _check_placeholders(plan.placeholders, len(values))
+    if not plan.has_templates:
+        return sql, values
+    out: list[str] = []
+    for piece in plan.pieces:
+        if piece.kind == "text":
+            out.append(piece.text)
+            continue
+        if piece.kind == "literal":
+            value: Any = render_value(piece.text, context)
+            value = value if isinstance(value, str) else str(value)
+        else:
+            value = render_expression(piece.text, context)
+            if isinstance(value, SQLIdentifier):
+                out.append(value)
+                continue
+        values.append(value)
+        out.append(f"${len(values)}")
+    return "".join(out), values
+
+
+def _check_placeholders(used: frozenset[int], given: int) -> None:
+    missing = sorted(n for n in used if n > given)
+    unused = sorted(set(range(1, given + 1)) - used)
+    if missing:
+        names = ", ".join(f"${n}" for n in missing)
+        raise ActionError("INVALID_INPUT", f"the query uses {names} but only {given} parameter(s) were given",
+                          extra={"field": "parameters"})
+    if unused:
+        names = ", ".join(f"${n}" for n in unused)
+        raise ActionError("INVALID_INPUT", f"parameter(s) {names} were given but the query does not use them",
+                          extra={"field": "parameters"})
+
+
+_ROW_STATEMENTS = ("SelectStmt", "ExplainStmt", "VariableShowStmt", "FetchStmt")
+_RETURNING_STATEMENTS = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
+
+
+@lru_cache(maxsize=512)
+def returns_rows(sql: str) -> bool:
+    """Whether the statement yields rows (a SELECT, a RETURNING clause …), from PostgreSQL's parser.
+
+    Unparseable SQL counts as row-less: the server then reports the syntax error itself.
+    """
+    try:
+        statements = pglast.parse_sql(sql)
+    except pglast.parser.ParseError:
+        return False
+    if len(statements) != 1:
+        return False
+    node = statements[0].stmt
+    kind = type(node).__name__
+    if kind in _ROW_STATEMENTS:
+        return True
+    return kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None))
