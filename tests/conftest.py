@@ -1,0 +1,197 @@
+"""Real PostgreSQL for the suite.
+
+Order: ``PGACTIONS_TEST_DSN`` if set (tests needing server configuration skip with a reason);
+else a throwaway cluster from the local binaries (password auth over TCP, SSL with a generated CA,
+an SSL-only role); else testcontainers when a Docker engine answers.  Each test gets its own
+schema and its own Runtime, so tests never see each other's tables or pools.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+
+from pgactions import Runtime
+from pgactions.local_server import LocalServer, ServerNotAvailable
+
+APP_PASSWORD = "app-s3cret-Pw!"
+SSLONLY_PASSWORD = "sslonly-s3cret"
+LIMITED_PASSWORD = "limited-s3cret"
+
+
+@dataclass
+class TestServer:
+    """What tests need to know about the server under test."""
+
+    __test__ = False
+
+    admin_url: str
+    host: str
+    port: int
+    configurable: bool  # False for an external DSN: no SSL-only role, no generated CA
+    local: LocalServer | None = None
+
+    def url(self, user: str = "app", password: str | None = None, database: str = "pgactions_test",
+            **query: str) -> str:
+        from urllib.parse import quote, urlencode
+
+        secret = {"app": APP_PASSWORD, "sslonly": SSLONLY_PASSWORD, "limited": LIMITED_PASSWORD}.get(user)
+        pw = password if password is not None else secret
+        auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"postgresql://{auth}@{self.host}:{self.port}/{database}{qs}"
+
+    @property
+    def ca_file(self) -> str:
+        assert self.local is not None
+        return str(self.local.ca_file)
+
+    def admin(self, database: str = "pgactions_test") -> psycopg.Connection[Any]:
+        base = self.admin_url.rsplit("/", 1)[0]
+        return psycopg.connect(f"{base}/{database}", autocommit=True)
+
+
+def _prepare_roles(server: TestServer) -> None:
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS pgactions_test")
+        conn.execute("CREATE DATABASE pgactions_test")
+        for role, password, extra in (("app", APP_PASSWORD, ""), ("sslonly", SSLONLY_PASSWORD, ""),
+                                      ("limited", LIMITED_PASSWORD, " CONNECTION LIMIT 1"),
+                                      ("noaccess", "noaccess-pw", "")):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'{extra}")
+        conn.execute("GRANT ALL ON DATABASE pgactions_test TO app")
+        conn.execute("GRANT CONNECT ON DATABASE pgactions_test TO sslonly, limited, noaccess")
+    with server.admin() as conn:
+        conn.execute("GRANT CREATE ON SCHEMA public TO app")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[TestServer]:
+    dsn = os.environ.get("PGACTIONS_TEST_DSN")
+    if dsn:
+        from pgactions.profiles import ConnectionProfile
+
+        profile = ConnectionProfile.from_url(dsn)
+        server = TestServer(dsn, profile.host, profile.port, configurable=False)
+        _prepare_roles(server)
+        yield server
+        return
+    try:
+        local = LocalServer(
+            ssl=True, max_connections=40,
+            extra_hba=["hostnossl all sslonly 127.0.0.1/32 reject",
+                       "hostnossl all sslonly ::1/128 reject"],
+        ).start()
+    except ServerNotAvailable:
+        yield from _container_server()
+        return
+    try:
+        server = TestServer(local.url(), "127.0.0.1", local.port, configurable=True, local=local)
+        _prepare_roles(server)
+        yield server
+    finally:
+        local.stop()
+
+
+def _container_server() -> Iterator[TestServer]:
+    if shutil.which("docker") is None:
+        pytest.skip("no PostgreSQL server binaries, no PGACTIONS_TEST_DSN and no Docker: "
+                    "install postgresql (apt-get install -y postgresql) to run the suite")
+    try:
+        from testcontainers.postgres import PostgresContainer
+    except ImportError:
+        pytest.skip("no PostgreSQL binaries and testcontainers is not installed")
+    try:
+        container = PostgresContainer("postgres:16", driver=None).start()
+    except Exception as exc:  # no engine answering
+        pytest.skip(f"no PostgreSQL binaries and Docker did not start a server: {exc}")
+    try:
+        url = container.get_connection_url()
+        from pgactions.profiles import ConnectionProfile
+
+        profile = ConnectionProfile.from_url(url)
+        server = TestServer(url, profile.host, profile.port, configurable=False)
+        _prepare_roles(server)
+        yield server
+    finally:
+        container.stop()
+
+
+@pytest.fixture
+def local_server(pg: TestServer) -> LocalServer:
+    if pg.local is None:
+        pytest.skip("needs the suite's own server (SSL, pg_hba rules); PGACTIONS_TEST_DSN points elsewhere")
+    return pg.local
+
+
+@dataclass
+class TestDB:
+    """One test's schema on the shared server, and a profile whose search path starts there."""
+
+    __test__ = False
+
+    server: TestServer
+    schema: str
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return {"url": self.server.url(), "schema": self.schema, "sslMode": "disable"}
+
+    def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run set-up or checking SQL as the app role in this test's schema (not the code under test)."""
+        with psycopg.connect(self.server.url(), autocommit=True) as conn:
+            conn.execute(f'SET search_path = "{self.schema}", public')
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture
+def db(pg: TestServer) -> Iterator[TestDB]:
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield TestDB(pg, schema)
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    with Runtime() as rt:
+        yield rt
+
+
+GUIDE_TABLES = """
+CREATE TABLE users (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    email text UNIQUE NOT NULL,
+    status text NOT NULL DEFAULT 'active',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz,
+    last_login timestamptz
+);
+CREATE TABLE sessions (id serial PRIMARY KEY, user_id int REFERENCES users(id), expires_at timestamptz NOT NULL);
+CREATE TABLE logs (id bigserial PRIMARY KEY, level text NOT NULL, message text, created_at timestamp);
+CREATE TABLE orders (id serial PRIMARY KEY, user_id int REFERENCES users(id), total numeric(10,2) CHECK (total >= 0),
+                     created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO users (name, email, status, created_at) VALUES
+    ('John Doe', 'john@example.com', 'active', '2026-01-15 10:30:00+00'),
+    ('Mary Major', 'mary@example.com', 'inactive', '2026-01-10 08:00:00+00');
+"""
+
+
+@pytest.fixture
+def guide_db(db: TestDB) -> TestDB:
+    """The tables the integration guide's examples use."""
+    db.sql(GUIDE_TABLES)
+    return db
