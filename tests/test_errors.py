@@ -1,0 +1,246 @@
+"""Every failure mode of the guide, provoked for real, mapped to its code with cause and fix."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import psycopg
+import pytest
+
+from pgactions import ERROR_CATALOG, ActionError, Runtime
+from pgactions.boundary import code_for_sqlstate, map_exception
+from pgactions.local_server import free_port
+
+from .conftest import APP_PASSWORD
+
+
+def fail(runtime: Runtime, action: str, connection, inputs, context=None) -> dict:
+    with pytest.raises(ActionError) as info:
+        runtime.run(action, connection, inputs, context)
+    payload = info.value.payload
+    assert payload["code"] in ERROR_CATALOG
+    assert payload["message"] and payload["cause"] and payload["fix"]
+    return payload
+
+
+SELECT_ONE = {"query": "SELECT 1 AS one"}
+
+
+def test_wrong_password(runtime: Runtime, pg) -> None:
+    secret = "not-the-password-123"
+    err = fail(runtime, "query_rows", pg.url(password=secret), SELECT_ONE)
+    assert err["code"] == "AUTHENTICATION_FAILED"
+    assert "password authentication failed" in err["detail"]
+    assert secret not in str(err) and APP_PASSWORD not in str(err)
+
+
+def test_missing_database(runtime: Runtime, pg) -> None:
+    err = fail(runtime, "query_rows", pg.url(database="no_such_db"), SELECT_ONE)
+    assert err["code"] == "DATABASE_NOT_FOUND"
+    assert "no_such_db" in err["detail"]
+
+
+def test_closed_port(runtime: Runtime) -> None:
+    port = free_port()
+    err = fail(runtime, "query_rows", f"postgresql://app:pw@127.0.0.1:{port}/db", SELECT_ONE)
+    assert err["code"] == "CONNECTION_REFUSED" and err["retryable"] is True
+
+
+def test_unknown_host(runtime: Runtime) -> None:
+    err = fail(runtime, "query_rows", "postgresql://app:pw@no-such-host.invalid:5432/db", SELECT_ONE)
+    assert err["code"] == "HOST_NOT_FOUND"
+
+
+def test_listener_that_never_answers(runtime: Runtime) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)  # accepts TCP (the kernel does) but never speaks PostgreSQL
+    try:
+        port = silent.getsockname()[1]
+        err = fail(runtime, "query_rows", {"host": "127.0.0.1", "port": port, "connectTimeout": 1,
+                                           "password": "pw", "sslMode": "disable"}, SELECT_ONE)
+        assert err["code"] == "CONNECTION_TIMEOUT"
+    finally:
+        silent.close()
+
+
+def test_ssl_only_server_with_ssl_disabled(runtime: Runtime, pg, local_server) -> None:
+    err = fail(runtime, "query_rows", {"url": pg.url("sslonly"), "sslMode": "disable"}, SELECT_ONE)
+    assert err["code"] == "SSL_REQUIRED"
+    assert any("require" in fix for fix in err["fix"])
+    out = runtime.run("query_rows", {"url": pg.url("sslonly"), "sslMode": "require"},
+                      {"query": "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}).data
+    assert out["rows"] == [{"ssl": True}]
+
+
+def test_verify_full_with_the_right_ca(runtime: Runtime, pg, local_server) -> None:
+    profile = {"url": pg.url("sslonly"), "host": "localhost", "sslMode": "verify-full",
+               "sslRootCert": pg.ca_file}
+    assert runtime.run("query_rows", profile, SELECT_ONE).data["rows"] == [{"one": 1}]
+
+
+def test_verify_ca_with_an_unknown_ca(runtime: Runtime, pg, local_server, tmp_path) -> None:
+    other_ca = tmp_path / "other-ca.crt"
+    import subprocess
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=Some other CA", "-keyout", str(tmp_path / "k"), "-out", str(other_ca)],
+                   check=True, capture_output=True)
+    err = fail(runtime, "query_rows", {"url": pg.url(), "sslMode": "verify-ca", "sslRootCert": str(other_ca)},
+               SELECT_ONE)
+    assert err["code"] == "SSL_FAILED"
+    assert "certificate" in err["detail"]
+
+
+def test_role_without_grants(runtime: Runtime, pg, guide_db) -> None:
+    guide_db.sql(f'GRANT USAGE ON SCHEMA "{guide_db.schema}" TO noaccess')  # sees the schema, no table rights
+    profile = {"url": pg.url("noaccess", password="noaccess-pw"), "schema": guide_db.schema, "sslMode": "disable"}
+    err = fail(runtime, "query_rows", profile, {"query": "SELECT * FROM users"})
+    assert err["code"] == "PERMISSION_DENIED" and err["sqlstate"] == "42501"
+
+
+def test_bad_syntax_reports_position(runtime: Runtime, db) -> None:
+    err = fail(runtime, "query_rows", db.profile, {"query": "SELECT id FORM users"})
+    assert err["code"] == "SYNTAX_ERROR" and err["sqlstate"] == "42601"
+    assert err["position"] == 16  # 1-based: "FORM" reads as an alias, so "users" is where it breaks
+
+
+def test_connection_limit_reached(runtime: Runtime, pg, db) -> None:
+    with psycopg.connect(pg.url("limited")):  # the role's only slot
+        err = fail(runtime, "query_rows", {"url": pg.url("limited"), "sslMode": "disable"}, SELECT_ONE)
+    assert err["code"] == "TOO_MANY_CONNECTIONS" and err["retryable"] is True
+
+
+def test_sleep_past_the_timeout(runtime: Runtime, db) -> None:
+    err = fail(runtime, "query_rows", db.profile, {"query": "SELECT pg_sleep(5)", "timeout": 0.5})
+    assert err["code"] == "QUERY_TIMEOUT" and err["sqlstate"] == "57014"
+    # The pool is healthy afterwards and the next action gets the default timeout back.
+    assert runtime.run("query_rows", db.profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
+
+
+def test_undefined_table_and_column(runtime: Runtime, guide_db) -> None:
+    assert fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT * FROM userz"})["code"] == "UNDEFINED_TABLE"
+    assert fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT nme FROM users"})["code"] == "UNDEFINED_COLUMN"
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": "users", "columns": {"nme": "x"}})
+    assert err["code"] == "UNDEFINED_COLUMN" and "email" in err["detail"]
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": "userz", "columns": {"name": "x"}})
+    assert err["code"] == "UNDEFINED_TABLE"
+
+
+@pytest.mark.parametrize("columns, code", [
+    ({"name": "Dup", "email": "john@example.com"}, "UNIQUE_VIOLATION"),
+    ({"email": "nobody@example.com"}, "NOT_NULL_VIOLATION"),
+])
+def test_constraint_violations_leave_the_table_unchanged(runtime: Runtime, guide_db, columns, code) -> None:
+    before = guide_db.sql("SELECT * FROM users ORDER BY id")
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": "users", "columns": columns})
+    assert err["code"] == code
+    assert err["table"] == "users"
+    assert guide_db.sql("SELECT * FROM users ORDER BY id") == before
+
+
+def test_foreign_key_and_check_violations(runtime: Runtime, guide_db) -> None:
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": "orders", "columns": {"user_id": 999, "total": 1}})
+    assert err["code"] == "FOREIGN_KEY_VIOLATION"
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": "orders", "columns": {"user_id": 1, "total": -5}})
+    assert err["code"] == "CHECK_VIOLATION" and err["constraint"] == "orders_total_check"
+    assert guide_db.sql("SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_failed_multi_row_update_rolls_back(runtime: Runtime, guide_db) -> None:
+    # The second row breaks the unique key: the first row's change must not survive either.
+    err = fail(runtime, "update_rows", guide_db.profile, {
+        "query": "UPDATE users SET email = 'same@example.com' WHERE id = ANY($1::int[])", "parameters": [[1, 2]]})
+    assert err["code"] == "UNIQUE_VIOLATION"
+    assert guide_db.sql("SELECT email FROM users ORDER BY id") == [("john@example.com",), ("mary@example.com",)]
+
+
+def test_invalid_value(runtime: Runtime, guide_db) -> None:
+    err = fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT * FROM users WHERE id = $1::int",
+                                                         "parameters": ["abc"]})
+    assert err["code"] == "INVALID_VALUE" and err["sqlstate"] == "22P02"
+
+
+def test_query_rows_is_read_only(runtime: Runtime, guide_db) -> None:
+    err = fail(runtime, "query_rows", guide_db.profile, {"query": "DELETE FROM users"})
+    assert err["code"] == "READ_ONLY_VIOLATION"
+    err = fail(runtime, "query_rows", guide_db.profile, {"query": "WITH d AS (DELETE FROM users RETURNING 1) SELECT * FROM d"})
+    assert err["code"] == "READ_ONLY_VIOLATION"
+    assert guide_db.sql("SELECT count(*) FROM users") == [(2,)]
+
+
+def test_deadlock_is_reported_and_retryable(runtime: Runtime, guide_db, pg) -> None:
+    """Two transactions lock rows 1 and 2 in opposite orders; ours waits first, so it is the victim."""
+    with psycopg.connect(pg.url()) as other:
+        other.execute(f'SET search_path = "{guide_db.schema}"')
+        other.execute("UPDATE users SET name = name WHERE id = 2")  # holds row 2, transaction open
+        blocker = threading.Thread(target=_lock_row_one_later, args=(other,))
+        blocker.start()
+        try:
+            # Locks row 1, then waits for row 2; a second later `other` waits for row 1.
+            err = fail(runtime, "execute_query", guide_db.profile, {"query": """
+                WITH a AS (UPDATE users SET name = name WHERE id = 1 RETURNING pg_sleep(0.1))
+                UPDATE users SET name = name WHERE id = 2 AND EXISTS (SELECT 1 FROM a)"""})
+        finally:
+            blocker.join()
+            other.rollback()
+    assert err["code"] == "DEADLOCK" and err["retryable"] is True and err["sqlstate"] == "40P01"
+
+
+def _lock_row_one_later(conn: psycopg.Connection) -> None:
+    import time
+
+    time.sleep(1.0)
+    try:
+        conn.execute("UPDATE users SET name = name WHERE id = 1")
+    except psycopg.Error:
+        conn.rollback()
+
+
+def test_unknown_action_lists_known_ones(runtime: Runtime, db) -> None:
+    err = fail(runtime, "query_row", db.profile, SELECT_ONE)
+    assert err["code"] == "UNKNOWN_ACTION" and "query_rows" in err["knownActions"]
+
+
+def test_invalid_input_lists_every_problem(runtime: Runtime, db) -> None:
+    err = fail(runtime, "insert_row", db.profile, {"columns": {}, "colour": "red", "timeout": -1})
+    assert err["code"] == "INVALID_INPUT"
+    paths = {e["path"] for e in err["errors"]}
+    assert {"(input)", "columns", "timeout"} <= paths
+    assert any("table" in e["message"] for e in err["errors"])
+    assert any("colour" in e["message"] for e in err["errors"])
+
+
+def test_timeout_above_the_maximum(runtime: Runtime, db) -> None:
+    err = fail(runtime, "query_rows", db.profile, {"query": "SELECT 1", "timeout": 61})
+    assert err["code"] == "INVALID_INPUT" and err["field"] == "timeout"
+
+
+def test_every_sqlstate_maps_to_a_catalogued_code() -> None:
+    """A guard: no driver exception class escapes the boundary unmapped."""
+    from psycopg import errors
+
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, psycopg.Error) and getattr(cls, "sqlstate", None):
+            assert code_for_sqlstate(cls.sqlstate) in ERROR_CATALOG, cls
+            mapped = map_exception(cls("boom"), connecting=False)
+            assert mapped.code in ERROR_CATALOG
+    for cls in (psycopg.OperationalError, psycopg.InterfaceError, psycopg.DataError, psycopg.ProgrammingError):
+        assert map_exception(cls("x"), connecting=False).code in ERROR_CATALOG
+
+
+@pytest.mark.parametrize("sqlstate, code", [
+    ("23505", "UNIQUE_VIOLATION"), ("23P01", "INVALID_VALUE"), ("22003", "INVALID_VALUE"),
+    ("42P01", "UNDEFINED_TABLE"), ("42883", "SYNTAX_ERROR"), ("40P01", "DEADLOCK"),
+    ("40001", "SERIALIZATION_FAILURE"), ("08006", "CONNECTION_LOST"), ("XX000", "DATABASE_ERROR"),
+])
+def test_exact_code_first_then_class(sqlstate, code) -> None:
+    assert code_for_sqlstate(sqlstate) == code
+
+
+def test_unmapped_server_error_keeps_its_sqlstate(runtime: Runtime, db) -> None:
+    err = fail(runtime, "execute_query", db.profile, {"query": "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'custom failure'; END $$"})
+    assert err["code"] == "DATABASE_ERROR" and err["sqlstate"] == "P0001"
+    assert "custom failure" in err["detail"]
