@@ -221,6 +221,9 @@ SQLSTATE_CODES: dict[str, str] = {
     "3F000": "UNDEFINED_TABLE",  # invalid_schema_name: the schema of the table is missing
     "42703": "UNDEFINED_COLUMN",
     "42P02": "INVALID_INPUT",  # undefined_parameter ($n without a value)
+    "42P10": "INVALID_INPUT",  # ON CONFLICT columns without a matching unique index
+    "42804": "INVALID_VALUE",  # datatype_mismatch: a value of the wrong type for its column
+    "42P18": "INVALID_VALUE",  # indeterminate_datatype: a $n the server cannot type (add a cast)
     "53300": "TOO_MANY_CONNECTIONS",
     "57014": "QUERY_TIMEOUT",
     "23505": "UNIQUE_VIOLATION",

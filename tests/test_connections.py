@@ -1,0 +1,83 @@
+"""Profiles, pooling and secrets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pgactions import ActionError, ConnectionProfile, Runtime, load_profile, test_connection
+
+from .conftest import APP_PASSWORD
+
+
+def test_url_and_fields() -> None:
+    p = load_profile("postgresql://u%40x:p%2Fw@db.example.com:6543/app?sslmode=verify-full&application_name=flows")
+    assert (p.host, p.port, p.database, p.username, p.password, p.sslMode, p.applicationName) == (
+        "db.example.com", 6543, "app", "u@x", "p/w", "verify-full", "flows")
+    q = load_profile({"url": "postgresql://u:pw@h/app", "port": 7000, "schema": "sales"})
+    assert (q.host, q.port, q.schema, q.password) == ("h", 7000, "sales", "pw")
+
+
+def test_invalid_profile_names_the_field() -> None:
+    with pytest.raises(ActionError) as info:
+        load_profile({"host": "h", "port": "abc", "sslMode": "sometimes", "password": 12345})
+    paths = {e["path"] for e in info.value.payload["errors"]}
+    assert paths == {"port", "sslMode", "password"}
+    assert "12345" not in str(info.value.payload)
+
+
+def test_password_never_in_repr() -> None:
+    p = ConnectionProfile(host="h", password="hunter2-secret")
+    assert "hunter2-secret" not in repr(p) and "hunter2-secret" not in str(p) and "***" in repr(p)
+
+
+def test_pool_reuses_one_connection(runtime: Runtime, db) -> None:
+    pids = {runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS pid"}).data["rows"][0]["pid"]
+            for _ in range(10)}
+    assert len(pids) == 1
+
+
+def test_pool_survives_failures_without_leaking(runtime: Runtime, db, pg) -> None:
+    for i in range(60):
+        with pytest.raises(ActionError):
+            runtime.run("query_rows", db.profile, {"query": "SELECT 1/0" if i % 2 else "SELECT * FROM nope"})
+    import psycopg
+
+    with psycopg.connect(pg.admin_url) as admin:
+        (count,), = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                                  "AND application_name = 'pgactions'").fetchall()
+    assert count <= 5  # the pool's size, not one per failed action
+
+
+def test_application_name_and_search_path(runtime: Runtime, db) -> None:
+    db.sql("CREATE TABLE only_here (x int)")
+    profile = {**db.profile, "applicationName": "flow-42"}
+    row = runtime.run("query_rows", profile, {
+        "query": "SELECT current_setting('application_name') AS app, count(*) AS n FROM only_here"}).data["rows"][0]
+    assert row == {"app": "flow-42", "n": 0}
+
+
+def test_secrets_absent_from_logs_and_errors(runtime: Runtime, pg, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="pgactions")
+    wrong = "Wr0ng-" + APP_PASSWORD
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", pg.url(password=wrong), {"query": "SELECT 1"})
+    assert wrong not in str(info.value.payload) and wrong not in repr(info.value)
+    # The server echoing the password back (here: in the SQL text of an error) is scrubbed too.
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", pg.url(), {"query": f"SELECT '{APP_PASSWORD}'::int"})
+    assert APP_PASSWORD not in str(info.value.payload)
+    assert wrong not in caplog.text and APP_PASSWORD not in caplog.text
+
+
+def test_test_connection_report(pg) -> None:
+    report = test_connection({"url": pg.url(), "sslMode": "require"})
+    assert report["ok"] is True
+    assert report["ssl"]["inUse"] is True and report["ssl"]["protocol"].startswith("TLS")
+    assert report["superuser"] is False and report["standby"] is False
+    assert any("not verified" in w for w in report["warnings"])
+    plain = test_connection({"url": pg.url(), "sslMode": "disable"})
+    assert plain["ssl"]["inUse"] is False and any("SSL is not in use" in w for w in plain["warnings"])
+    admin = test_connection({"url": pg.admin_url, "sslMode": "disable"})
+    assert any("superuser" in w for w in admin["warnings"])

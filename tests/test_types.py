@@ -1,0 +1,98 @@
+"""Every common PostgreSQL type → its documented JSON form (docs/types.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgactions import Limits, Runtime
+
+TYPES_TABLE = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE everything (
+    id serial PRIMARY KEY,
+    small smallint, i int, big bigint, huge bigint, neg_huge bigint,
+    num numeric(12,4), num_nan numeric, real_v real, dbl double precision, dbl_inf double precision,
+    flag boolean, txt text, vc varchar(10), ch char(3),
+    ts timestamp, tstz timestamptz, ts_inf timestamptz, d date, t time, ttz timetz, iv interval,
+    u uuid, j json, jb jsonb, b bytea, ints int[], texts text[], tstzs timestamptz[], nested int[][],
+    ip inet, net cidr, mac macaddr, m mood, r int4range, dr daterange, money_v money,
+    pt point, bits bit(4), tsv tsvector
+);
+INSERT INTO everything VALUES (
+    DEFAULT, 1, 2, 9007199254740991, 9007199254740993, -9007199254740993,
+    12345678.9012, 'NaN', 1.5, 2.25, '-Infinity',
+    true, 'héllo "world"', 'short', 'ab',
+    '2026-01-15 10:30:00.123456', '2026-01-15 12:30:00+02', 'infinity', '2026-01-15', '10:30:00', '10:30:00+02',
+    '1 year 2 mons 3 days 04:05:06.5',
+    '6f1b7c2e-7d0a-4c43-9a9e-0c7c3e1f2a11', '{"a": [1, 2.5, null], "b": "x"}', '{"b": {"c": true}, "a": 1}',
+    '\\x00ff10', '{1,2,NULL}', '{"a","b c"}', '{"2026-01-15 10:30:00+00"}', '{{1,2},{3,4}}',
+    '192.168.1.10/24', '10.0.0.0/8', '08:00:2b:01:02:03', 'happy', '[1,10)', '[2026-01-01,2026-02-01)', 12.34,
+    '(1.5,2)', B'1010', 'a fat cat'
+);
+"""
+
+EXPECTED = {
+    "id": 1, "small": 1, "i": 2, "big": 9007199254740991, "huge": "9007199254740993",
+    "neg_huge": "-9007199254740993",
+    "num": "12345678.9012", "num_nan": "NaN", "real_v": 1.5, "dbl": 2.25, "dbl_inf": "-Infinity",
+    "flag": True, "txt": 'héllo "world"', "vc": "short", "ch": "ab ",
+    "ts": "2026-01-15T10:30:00.123456", "tstz": "2026-01-15T10:30:00Z", "ts_inf": "infinity",
+    "d": "2026-01-15", "t": "10:30:00", "ttz": "10:30:00+02:00", "iv": "P1Y2M3DT4H5M6.5S",
+    "u": "6f1b7c2e-7d0a-4c43-9a9e-0c7c3e1f2a11", "j": {"a": [1, 2.5, None], "b": "x"},
+    "jb": {"a": 1, "b": {"c": True}}, "b": "AP8Q", "ints": [1, 2, None], "texts": ["a", "b c"],
+    "tstzs": ["2026-01-15T10:30:00Z"], "nested": [[1, 2], [3, 4]],
+    "ip": "192.168.1.10/24", "net": "10.0.0.0/8", "mac": "08:00:2b:01:02:03", "m": "happy",
+    "r": "[1,10)", "dr": "[2026-01-01,2026-02-01)", "money_v": "$12.34", "pt": "(1.5,2)", "bits": "1010",
+    "tsv": "'a' 'cat' 'fat'",
+}
+
+
+@pytest.fixture
+def types_db(db):
+    db.sql(TYPES_TABLE)
+    return db
+
+
+def test_every_type_has_its_json_form(runtime: Runtime, types_db) -> None:
+    row = runtime.run("query_rows", types_db.profile, {"query": "SELECT * FROM everything"}).data["rows"][0]
+    assert row == EXPECTED
+
+
+def test_insert_row_returns_the_same_forms(runtime: Runtime, types_db) -> None:
+    out = runtime.run("insert_row", types_db.profile, {"table": "everything", "columns": {
+        "jb": {"nested": {"list": [1, 2]}}, "j": [1, "two"], "ints": [5, 6], "big": 2**60,
+        "tstz": "2026-01-15T10:30:00+02:00", "d": "2026-03-01", "u": "6f1b7c2e-7d0a-4c43-9a9e-0c7c3e1f2a11",
+        "m": "sad", "num": "1.5"}}).data
+    row = out["row"]
+    assert out["insertedId"] == row["id"] == 2
+    assert row["jb"] == {"nested": {"list": [1, 2]}} and row["j"] == [1, "two"]
+    assert row["ints"] == [5, 6] and row["big"] == str(2**60)
+    assert row["tstz"] == "2026-01-15T08:30:00Z" and row["d"] == "2026-03-01" and row["m"] == "sad"
+    assert row["num"] == "1.5000"
+
+
+def test_numeric_as_number_keeps_every_digit(types_db) -> None:
+    with Runtime(Limits(numeric_as_number=True)) as rt:
+        result = rt.run("query_rows", types_db.profile, {
+            "query": "SELECT num, num_nan, 123456789012345678901234567890.123456789::numeric AS wide FROM everything"})
+    assert b'"num":12345678.9012' in result.json
+    assert b'"wide":123456789012345678901234567890.123456789' in result.json
+    assert result.data["rows"][0]["num_nan"] == "NaN"
+
+
+def test_timestamp_without_zone_is_never_shifted(runtime: Runtime, db) -> None:
+    """Whatever the server's or client's zone, a naive timestamp comes back as stored."""
+    db.sql("CREATE TABLE t (ts timestamp)")
+    db.sql("ALTER ROLE app IN DATABASE pgactions_test SET TimeZone = 'America/New_York'")
+    try:
+        runtime.run("insert_row", db.profile, {"table": "t", "columns": {"ts": "2026-07-01T23:30:00"}})
+        rows = runtime.run("query_rows", db.profile, {"query": "SELECT ts, ts::timestamptz AS as_utc FROM t"}).data["rows"]
+    finally:
+        db.sql("ALTER ROLE app IN DATABASE pgactions_test RESET TimeZone")
+    assert rows == [{"ts": "2026-07-01T23:30:00", "as_utc": "2026-07-01T23:30:00Z"}]
+
+
+def test_empty_result_and_null_row(runtime: Runtime, db) -> None:
+    assert runtime.run("query_rows", db.profile, {"query": "SELECT 1 AS x WHERE false"}).data == {"rows": [], "rowCount": 0}
+    row = runtime.run("query_rows", db.profile, {"query": "SELECT NULL::int AS n, NULL::jsonb AS j"}).data["rows"][0]
+    assert row == {"n": None, "j": None}
