@@ -133,6 +133,13 @@ def local_server(pg: TestServer) -> LocalServer:
     return pg.local
 
 
+@pytest.fixture
+def ssl_server(local_server: LocalServer) -> LocalServer:
+    if not local_server.ssl:
+        pytest.skip("this PostgreSQL build has no SSL support (the embedded fallback); install Debian's")
+    return local_server
+
+
 @dataclass
 class TestDB:
     """One test's schema on the shared server, and a profile whose search path starts there."""

@@ -71,7 +71,7 @@ def test_secrets_absent_from_logs_and_errors(runtime: Runtime, pg, caplog) -> No
     assert wrong not in caplog.text and APP_PASSWORD not in caplog.text
 
 
-def test_test_connection_report(pg) -> None:
+def test_test_connection_report(pg, ssl_server) -> None:
     report = test_connection({"url": pg.url(), "sslMode": "require"})
     assert report["ok"] is True
     assert report["ssl"]["inUse"] is True and report["ssl"]["protocol"].startswith("TLS")

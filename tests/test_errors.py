@@ -65,7 +65,7 @@ def test_listener_that_never_answers(runtime: Runtime) -> None:
         silent.close()
 
 
-def test_ssl_only_server_with_ssl_disabled(runtime: Runtime, pg, local_server) -> None:
+def test_ssl_only_server_with_ssl_disabled(runtime: Runtime, pg, ssl_server) -> None:
     err = fail(runtime, "query_rows", {"url": pg.url("sslonly"), "sslMode": "disable"}, SELECT_ONE)
     assert err["code"] == "SSL_REQUIRED"
     assert any("require" in fix for fix in err["fix"])
@@ -74,13 +74,13 @@ def test_ssl_only_server_with_ssl_disabled(runtime: Runtime, pg, local_server) -
     assert out["rows"] == [{"ssl": True}]
 
 
-def test_verify_full_with_the_right_ca(runtime: Runtime, pg, local_server) -> None:
+def test_verify_full_with_the_right_ca(runtime: Runtime, pg, ssl_server) -> None:
     profile = {"url": pg.url("sslonly"), "host": "localhost", "sslMode": "verify-full",
                "sslRootCert": pg.ca_file}
     assert runtime.run("query_rows", profile, SELECT_ONE).data["rows"] == [{"one": 1}]
 
 
-def test_verify_ca_with_an_unknown_ca(runtime: Runtime, pg, local_server, tmp_path) -> None:
+def test_verify_ca_with_an_unknown_ca(runtime: Runtime, pg, ssl_server, tmp_path) -> None:
     other_ca = tmp_path / "other-ca.crt"
     import subprocess
 

@@ -74,7 +74,7 @@ def _from_server(exc: psycopg.Error, sqlstate: str, given_parameters: int | None
         match = re.search(r"\$(\d+)", primary)
         parts = [f"the query uses ${match.group(1) if match else '?'} but only "
                  f"{given_parameters or 0} parameter(s) were given"]
-    return ActionError(code, " ".join(parts), sqlstate=sqlstate, position=position, extra=extra or None)
+    return ActionError(code, "; ".join(parts), sqlstate=sqlstate, position=position, extra=extra or None)
 
 
 def scrub(value: Any, secrets: tuple[str, ...]) -> Any:

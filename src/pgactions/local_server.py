@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +45,74 @@ def find_bindir() -> Path:
     for found in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
         candidates.append(Path(found))
     for bindir in candidates:
-        if all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+        if _is_bindir(bindir):
             return bindir
+    embedded = _embedded_bindir()
+    if embedded is not None:
+        return embedded
     raise ServerNotAvailable(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; "
-        "install them with: apt-get install -y postgresql postgresql-contrib"
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; install them with "
+        "'apt-get install -y postgresql postgresql-contrib', or pip install 'pgactions[embedded]'"
     )
+
+
+def _is_bindir(path: Path) -> bool:
+    return all((path / tool).exists() for tool in ("initdb", "pg_ctl", "postgres"))
+
+
+def _embedded_bindir() -> Path | None:
+    """The server binaries shipped in the ``pgserver`` wheel (the ``embedded`` extra)."""
+    try:
+        with warnings.catch_warnings():  # its platformdirs import warns about XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            import pgserver  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    install = Path(pgserver.__file__).parent / "pginstall"
+    if not _is_bindir(install / "bin"):
+        return None
+    if os.geteuid() != 0:
+        return install / "bin"
+    # As root the server runs as another user, who may not reach site-packages under /root:
+    # use a world-readable copy (made once per machine).  The binaries find their libraries at
+    # $ORIGIN/../../../pgserver.libs, so the copy keeps that layout.
+    copy = Path(tempfile.gettempdir()) / f"pgactions-pgserver-{os.stat(install).st_ino}"
+    if not _is_bindir(copy / "pgserver" / "pginstall" / "bin"):
+        staging = Path(tempfile.mkdtemp(prefix="pgactions-pgserver-"))
+        shutil.copytree(install, staging / "pgserver" / "pginstall", symlinks=True)
+        libs = install.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        for dirpath, _dirs, files in os.walk(staging):
+            os.chmod(dirpath, 0o755)
+            for name in files:
+                target = os.path.join(dirpath, name)
+                if not os.path.islink(target):
+                    os.chmod(target, 0o755 if os.access(target, os.X_OK) else 0o644)
+        shutil.rmtree(copy, ignore_errors=True)
+        os.replace(staging, copy)
+    return copy / "pgserver" / "pginstall" / "bin"
+
+
+def _ssl_supported(bindir: Path) -> bool:
+    pg_config = bindir / "pg_config"
+    if not pg_config.exists():
+        return True  # Debian's server packages put pg_config elsewhere; they are built with SSL
+    out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True).stdout
+    return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+
+def _server_user() -> str | None:
+    """PostgreSQL refuses to run as root: run it as 'postgres' (or 'nobody' where there is none)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise ServerNotAvailable("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
 def _version_key(path: str) -> int:
@@ -82,8 +145,10 @@ class LocalServer:
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> LocalServer:
         bindir = find_bindir()
+        if self.ssl and not _ssl_supported(bindir):
+            self.ssl = False  # e.g. the embedded build: callers check .ssl
         self.root = Path(tempfile.mkdtemp(prefix="pgactions-pg-"))
-        self._run_as = "postgres" if os.geteuid() == 0 else None
+        self._run_as = _server_user()
         self.port = self.port or free_port()
         data = self.datadir
         pwfile = self.root / "pwfile"
