@@ -93,6 +93,9 @@ class EngineCache:
             "postgresql+psycopg://", creator=connect, poolclass=QueuePool,
             pool_size=profile.poolSize, max_overflow=0, pool_timeout=profile.connectTimeout + 20,
             pool_recycle=3600, hide_parameters=True,
+            # Connections are autocommit and the Session rolls back or discards a connection
+            # itself on failure, so the pool's reset-on-return would only cost time.
+            pool_reset_on_return=None,
         )
 
     def checkout(self, profile: ConnectionProfile) -> Any:

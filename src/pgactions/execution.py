@@ -10,11 +10,12 @@ kind).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 from psycopg import pq
 
+from . import prepared_stream
 from .boundary import map_exception
 from .convert import to_json_bytes
 from .engines import SESSION_STATE, EngineCache, SessionState
@@ -52,6 +53,7 @@ class RowsJSON:
     body: bytes
     count: int
     columns: list[str]
+    returned_rows: bool = True  # False for a statement without a result set (UPDATE w/o RETURNING)
 
 
 class Session:
@@ -130,37 +132,37 @@ class Session:
         Rows arrive in chunks, so memory holds at most the serialized output (≤ budget) plus one
         chunk; stopping early cancels the rest of the query.
         """
-        stream = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
+        if prepared_stream.SUPPORTED:
+            results = prepared_stream.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
+            batches: Iterator[list[Any]] = (cur._tx.load_rows(0, res.ntuples, cur._make_row) for res in results)
+        else:
+            results = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
+            batches = _batched(results)
         try:
-            return self._serialize(cur, stream, budget)
+            return self._serialize(cur, batches, budget)
         finally:
-            stream.close()
+            results.close()
 
     def read_rows(self, cur: psycopg.Cursor[Any], budget: int) -> RowsJSON:
         """Serialize the rows of a statement already executed (a write's RETURNING rows)."""
-        if cur.description is None:
-            return RowsJSON(b"", 0, [])
-        return self._serialize(cur, iter(cur), budget)
+        if not cur.pgresult or cur.pgresult.status != pq.ExecStatus.TUPLES_OK:
+            return RowsJSON(b"", 0, [], returned_rows=False)
+        return self._serialize(cur, iter(lambda: cur.fetchmany(STREAM_CHUNK_ROWS), []), budget)
 
-    def _serialize(self, cur: psycopg.Cursor[Any], rows: Any, budget: int) -> RowsJSON:
+    def _serialize(self, cur: psycopg.Cursor[Any], batches: Iterator[list[Any]], budget: int) -> RowsJSON:
         chunks: list[bytes] = []
         size = 0
         count = 0
         names: list[str] | None = None
-        batch: list[dict[str, Any]] = []
-        for row in rows:
+        for batch in batches:
+            if not batch:
+                continue
             if names is None:
-                names = _column_names(cur)
-            batch.append(dict(zip(names, row)))
-            if len(batch) >= STREAM_CHUNK_ROWS:
-                size = self._flush(batch, chunks, size, budget)
-                count += len(batch)
-                batch = []
-        if batch:
-            size = self._flush(batch, chunks, size, budget)
+                names = _column_names(cur.pgresult)
+            size = self._flush([dict(zip(names, row)) for row in batch], chunks, size, budget)
             count += len(batch)
         if names is None:
-            names = _column_names(cur) if cur.description else []
+            names = _column_names(cur.pgresult)
         return RowsJSON(b",".join(chunks), count, names)
 
     def _flush(self, batch: list[dict[str, Any]], chunks: list[bytes], size: int, budget: int) -> int:
@@ -176,6 +178,17 @@ class Session:
         return size
 
 
+def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= STREAM_CHUNK_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bool | None:
     """The server reports default_transaction_read_only on every change (PostgreSQL 14+), so
     whatever a statement did to it is known without a round trip; older servers: our own record."""
@@ -185,12 +198,15 @@ def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bo
     return state.read_only
 
 
-def _column_names(cur: psycopg.Cursor[Any]) -> list[str]:
-    """Column names, with repeats made unique (id, id_2) so no value is silently dropped."""
+def _column_names(result: Any) -> list[str]:
+    """Column names, with repeats made unique (id, id_2) so no value is silently dropped.
+
+    Read from the result itself: ``cursor.description`` builds column objects we do not need.
+    """
     names: list[str] = []
     seen: dict[str, int] = {}
-    for column in cur.description or ():
-        name = column.name
+    for index in range(result.nfields if result is not None else 0):
+        name = result.fname(index).decode("utf-8")
         if name in seen:
             seen[name] += 1
             name = f"{name}_{seen[name]}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -72,6 +73,7 @@ class Manifest:
     template_variables: list[str]
     source: Path
     _validator: Any = field(default=None, repr=False)
+    _bundled: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def read_only(self) -> bool:
@@ -85,15 +87,23 @@ class Manifest:
     def default_timeout(self) -> float:
         return float(self.execution.get("defaultTimeout", 60))
 
-    def input_validator(self) -> jsonschema.protocols.Validator:
+    def input_validator(self) -> Any:
+        """A compiled validator (jsonschema-rs) of the bundled schema: this runs on every action
+        call, where the pure-Python validator alone cost more than the query (~25 µs vs 0.3 µs)."""
         if self._validator is None:
-            schema = {"$id": f"{SCHEMA_BASE}actions/{self.id}.input.json", **self.input}
-            self._validator = jsonschema.Draft202012Validator(schema, registry=schema_registry())
+            self._validator = jsonschema_rs.validator_for(self.bundled_input_schema())
         return self._validator
 
     def bundled_input_schema(self) -> dict[str, Any]:
-        """The input schema with shared fragments inlined, for form builders."""
-        return _inline_refs(self.input, f"{SCHEMA_BASE}actions/")
+        """The input schema with shared fragments inlined, for form builders (computed once)."""
+        if self._bundled is None:
+            self._bundled = _inline_refs(self.input, f"{SCHEMA_BASE}actions/")
+        return self._bundled
+
+    def input_defaults(self) -> dict[str, Any]:
+        """Top-level input defaults (timeout excluded: the host's limits decide it)."""
+        return {name: prop["default"] for name, prop in self.bundled_input_schema()["properties"].items()
+                if "default" in prop and name != "timeout"}
 
     def describe(self) -> dict[str, Any]:
         return {

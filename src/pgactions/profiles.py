@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -124,9 +125,14 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     if isinstance(spec, ConnectionProfile):
         return spec
     if isinstance(spec, dict):
-        return ConnectionProfile.from_dict(spec)
+        try:
+            key = tuple(sorted(spec.items()))
+            hash(key)
+        except TypeError:  # an unhashable value: it will fail validation anyway
+            return ConnectionProfile.from_dict(spec)
+        return _profile_from_items(key)
     if spec.startswith(("postgresql://", "postgres://")):
-        return ConnectionProfile.from_url(spec)
+        return _profile_from_url(spec)
     path = Path(spec)
     if not path.is_file():
         raise ActionError("INVALID_INPUT", f"the connection {spec!r} is neither a postgresql:// URL "
@@ -140,3 +146,14 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     if not isinstance(data, dict):
         raise ActionError("INVALID_INPUT", f"the profile file {path.name} must hold an object")
     return ConnectionProfile.from_dict(data)
+
+
+# A flow engine passes the same connection object on every run: parse and validate it once.
+@lru_cache(maxsize=256)
+def _profile_from_items(items: tuple[tuple[str, Any], ...]) -> ConnectionProfile:
+    return ConnectionProfile.from_dict(dict(items))
+
+
+@lru_cache(maxsize=256)
+def _profile_from_url(url: str) -> ConnectionProfile:
+    return ConnectionProfile.from_url(url)

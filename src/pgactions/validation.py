@@ -16,22 +16,20 @@ def validate_inputs(manifest: Manifest, inputs: Any) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         raise ActionError("INVALID_INPUT", f"the input of {manifest.id} must be an object",
                           extra={"errors": [{"path": "(input)", "message": "must be an object"}]})
-    problems = sorted(manifest.input_validator().iter_errors(inputs), key=lambda e: list(e.absolute_path))
-    if problems:
-        errors = [{"path": "/".join(map(str, e.absolute_path)) or "(input)", "message": _message(e)}
+    validator = manifest.input_validator()
+    if not validator.is_valid(inputs):
+        problems = sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
+        errors = [{"path": "/".join(map(str, e.instance_path)) or "(input)", "message": _message(e)}
                   for e in problems]
         summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
         raise ActionError("INVALID_INPUT", summary, extra={"errors": errors})
     filled = dict(inputs)
-    for name, prop in manifest.bundled_input_schema().get("properties", {}).items():
-        if name not in filled and "default" in prop and name != "timeout":
-            filled[name] = copy.deepcopy(prop["default"])
+    for name, default in manifest.input_defaults().items():
+        if name not in filled:
+            filled[name] = copy.deepcopy(default)
     return filled
 
 
 def _message(error: Any) -> str:
-    if error.validator == "required":
-        return error.message.replace("is a required property", "is required")
-    if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are not allowed", "unknown field(s)")
-    return error.message
+    return (error.message.replace("is a required property", "is required")
+            .replace("Additional properties are not allowed", "unknown field(s)"))

@@ -31,7 +31,7 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     if analyse(query).touches_session or shape == "status":
         # The statement may have changed session settings (SET, set_config): re-apply next time.
         session.forget_session_state()
-    returned_rows = cur.description is not None
+    returned_rows = rows.returned_rows
     row_count = rows.count if returned_rows else max(cur.rowcount, 0)
     head: dict[str, Any] = {"success": True} if shape == "status" else {}
     head["rowCount"] = row_count

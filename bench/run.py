@@ -1,0 +1,171 @@
+"""Benchmarks: pgactions beside raw psycopg, in the same run, printed as ratios.
+
+    python bench/run.py                 # starts a throwaway server
+    PGACTIONS_BENCH_DSN=postgresql://… python bench/run.py
+
+(a) point lookup: query_rows by primary key, N calls on a warm pool, vs psycopg on one reused
+    autocommit connection (execute + fetchall).  Target: ≤ 2x psycopg's latency.
+(b) streaming: query_rows reading up to the 10 MB cap, and 1,000,000 rows with the cap lifted,
+    vs psycopg dict_row + orjson over fetchall().  Target: ≥ 1.0x psycopg's rows/s.  Peak memory
+    (max RSS) of each variant is measured in its own child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from typing import Any, Callable
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+
+from pgactions import Limits, Runtime
+from pgactions.local_server import LocalServer
+
+ROWS = int(os.environ.get("PGACTIONS_BENCH_ROWS", 1_000_000))
+POINT_CALLS = 5_000
+POINT_SQL = "SELECT id, name, email, created_at FROM bench_users WHERE id = $1"
+STREAM_SQL = "SELECT id, name, created_at, amount, attrs FROM bench_rows"
+CAPPED_ROWS = 60_000  # ≈ 9.5 MB of JSON output: just under the 10 MB cap
+
+SETUP = f"""
+DROP TABLE IF EXISTS bench_users, bench_rows;
+CREATE TABLE bench_users (id int PRIMARY KEY, name text, email text, created_at timestamptz);
+INSERT INTO bench_users SELECT g, 'user ' || g, 'user' || g || '@example.com', now() - g * interval '1 minute'
+FROM generate_series(1, 10000) g;
+CREATE TABLE bench_rows (id int PRIMARY KEY, name text, created_at timestamptz, amount numeric(12,2), attrs jsonb);
+INSERT INTO bench_rows SELECT g, 'row number ' || g, '2026-01-01'::timestamptz + g * interval '1 second',
+       (g % 10000) / 100.0, jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b'))
+FROM generate_series(1, {ROWS}) g;
+VACUUM ANALYZE bench_users, bench_rows;
+"""
+
+
+def _psycopg_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError
+
+
+def _timed(fn: Callable[[], Any], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+# -- (a) point lookups ---------------------------------------------------------------------------
+def bench_point(url: str) -> dict[str, float]:
+    raw = psycopg.connect(url, autocommit=True)
+    cur = psycopg.RawCursor(raw)
+    ids = [(i * 7919) % 10000 + 1 for i in range(POINT_CALLS)]
+
+    def raw_loop() -> None:
+        for i in ids:
+            cur.execute(POINT_SQL, [i])
+            cur.fetchall()
+
+    with Runtime() as runtime:
+        profile = {"url": url, "sslMode": "disable"}
+
+        def ours() -> None:
+            for i in ids:
+                runtime.run("query_rows", profile, {"query": POINT_SQL, "parameters": [i]})
+
+        raw_loop()
+        ours()  # warm both: pools, prepared statements, caches
+        t_raw = _timed(raw_loop)
+        t_ours = _timed(ours)
+    raw.close()
+    return {"raw_us": t_raw / POINT_CALLS * 1e6, "ours_us": t_ours / POINT_CALLS * 1e6}
+
+
+# -- (b) streaming -------------------------------------------------------------------------------
+def child(variant: str, url: str, limit: int) -> None:
+    """One streaming variant in a fresh process: prints rows/s and max RSS as JSON."""
+    sql = STREAM_SQL + (f" ORDER BY id LIMIT {limit}" if limit else "")
+    started = time.perf_counter()
+    if variant == "psycopg":
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            rows = conn.execute(sql).fetchall()
+            out = orjson.dumps({"rows": rows, "rowCount": len(rows)}, default=_psycopg_default,
+                               option=orjson.OPT_UTC_Z)
+            count = len(rows)
+    else:
+        cap = 10 * 1024 * 1024 if limit else 10**10
+        with Runtime(Limits(max_result_bytes=cap)) as runtime:
+            result = runtime.run("query_rows", {"url": url, "sslMode": "disable"}, {"query": sql})
+            out = result.json
+            count = int(out[out.rindex(b":") + 1:-1])
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"rows": count, "seconds": elapsed, "bytes": len(out),
+                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(variant: str, url: str, limit: int) -> dict[str, float]:
+    best: dict[str, float] | None = None
+    for _ in range(2):
+        out = subprocess.run([sys.executable, __file__, "--child", variant, "--url", url, "--limit", str(limit)],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout)
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--url")
+    parser.add_argument("--limit", type=int, default=0)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.url, args.limit)
+        return 0
+
+    server = None
+    url = os.environ.get("PGACTIONS_BENCH_DSN")
+    if not url:
+        server = LocalServer(ssl=False, extra_conf={"shared_buffers": "256MB"}).start()
+        url = server.url()
+    try:
+        print(f"setting up {ROWS:,} rows …", flush=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for statement in SETUP.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        point = bench_point(url)
+        print("\n(a) query_rows by primary key, warm pool "
+              f"({POINT_CALLS:,} calls, best of 3)")
+        print(f"    raw psycopg (RawCursor, autocommit): {point['raw_us']:8.1f} µs/call")
+        print(f"    pgactions query_rows:                {point['ours_us']:8.1f} µs/call")
+        print(f"    ratio (pgactions / psycopg latency): {point['ours_us'] / point['raw_us']:8.2f}x  (target ≤ 2x)")
+
+        for title, limit in (("up to the 10 MB cap", CAPPED_ROWS), ("1,000,000 rows, cap lifted", 0)):
+            base = run_child("psycopg", url, limit)
+            ours = run_child("pgactions", url, limit)
+            base_rate = base["rows"] / base["seconds"]
+            our_rate = ours["rows"] / ours["seconds"]
+            print(f"\n(b) stream {title} ({ours['rows']:,} rows, {ours['bytes'] / 1e6:.1f} MB JSON)")
+            print(f"    psycopg dict_row + orjson fetchall: {base_rate:12,.0f} rows/s  max RSS {base['max_rss_mb']:7.1f} MB")
+            print(f"    pgactions query_rows:               {our_rate:12,.0f} rows/s  max RSS {ours['max_rss_mb']:7.1f} MB")
+            print(f"    ratio (pgactions / psycopg rows/s):  {our_rate / base_rate:8.2f}x  (target ≥ 1.0x)")
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
