@@ -9,6 +9,7 @@ kind).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -124,7 +125,11 @@ class Session:
 
     # -- statements --------------------------------------------------------------------------
     def raw_cursor(self) -> psycopg.RawCursor[Any]:
-        return psycopg.RawCursor(self.conn)
+        """This connection's reusable cursor ($n placeholders go to the server unchanged)."""
+        state = SESSION_STATE.setdefault(self.conn, SessionState(None, None))
+        if state.cursor is None:
+            state.cursor = psycopg.RawCursor(self.conn)
+        return state.cursor
 
     def stream_rows(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
         """Run *sql* and serialize its rows while reading; stop at *budget* bytes.
@@ -132,6 +137,8 @@ class Session:
         Rows arrive in chunks, so memory holds at most the serialized output (≤ budget) plus one
         chunk; stopping early cancels the rest of the query.
         """
+        # Interned, so equal SQL is the same object: psycopg then keeps the cursor's loaders.
+        sql = sys.intern(sql)
         if prepared_stream.SUPPORTED:
             results = prepared_stream.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
             batches: Iterator[list[Any]] = (cur._tx.load_rows(0, res.ntuples, cur._make_row) for res in results)

@@ -74,6 +74,7 @@ class Manifest:
     source: Path
     _validator: Any = field(default=None, repr=False)
     _bundled: dict[str, Any] | None = field(default=None, repr=False)
+    _defaults: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def read_only(self) -> bool:
@@ -102,8 +103,10 @@ class Manifest:
 
     def input_defaults(self) -> dict[str, Any]:
         """Top-level input defaults (timeout excluded: the host's limits decide it)."""
-        return {name: prop["default"] for name, prop in self.bundled_input_schema()["properties"].items()
-                if "default" in prop and name != "timeout"}
+        if self._defaults is None:
+            self._defaults = {name: prop["default"] for name, prop in self.bundled_input_schema()["properties"].items()
+                              if "default" in prop and name != "timeout"}
+        return self._defaults
 
     def describe(self) -> dict[str, Any]:
         return {

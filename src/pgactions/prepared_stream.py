@@ -41,23 +41,23 @@ def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int)
     server already sent, so the connection is usable again.
     """
     conn = cur._conn
+    reader = _Reader(cur)
     with conn.lock:
         key, prep, name = conn.wait(_send_gen(cur, query, params, size))
-        first = True
         final = None
         try:
-            while True:
-                chunk, final = conn.wait(_fetch_gen(cur, first))
+            while final is None:
+                chunk, final = conn.wait(reader.fetch())
                 if chunk is None:
                     break
                 yield chunk
-                first = False
         finally:
             if cur._pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                _cancel_and_drain(conn, cur)
+                _cancel_and_drain(conn, reader)
         if key is not None and final is not None:
             conn._prepared.validate(key, prep, name, [final])
-        conn.wait(conn._prepared.maintain_gen(conn))
+        if conn._prepared._to_flush:
+            conn.wait(conn._prepared.maintain_gen(conn))
 
 
 def _send_gen(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Any:
@@ -81,38 +81,70 @@ def _send_gen(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> A
     return key, prep, name
 
 
-def _fetch_gen(cur: psycopg.Cursor[Any], first: bool) -> Any:
-    """One chunk → (chunk, None); the end → (None, final result)."""
-    res = yield from fetch(cur._pgconn)
-    if res is None:
-        return None, None
-    status = res.status
-    if status in _ROWS:
-        cur.pgresult = res
-        cur._tx.set_pgresult(res, set_loaders=first)
-        if first:
-            cur._make_row = cur._make_row_maker()
-        return res, None
-    if status in _DONE:
-        final = res
-        if first:  # no chunk came: an empty result still tells the columns
-            cur.pgresult = res
-            cur._tx.set_pgresult(res, set_loaders=True)
-        while res:
+class _Reader:
+    """Reads one chunked result; remembers a result taken early while looking for the end."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+        self.first = True
+        self.pending: Any = None
+
+    def fetch(self) -> Any:
+        """Next chunk → (chunk, None), or (chunk, final) when the end is already here, or (None, final).
+
+        Taking the end together with the last chunk saves a wait per query: a small result is one
+        chunk and the closing TUPLES_OK, usually in the same packet.
+        """
+        cur = self.cur
+        if self.pending is not None:
+            res, self.pending = self.pending, None
+        else:
             res = yield from fetch(cur._pgconn)
-        return None, final
-    return cur._raise_for_result(res)
+        if res is None:
+            return None, None
+        status = res.status
+        if status in _ROWS:
+            cur.pgresult = res
+            cur._tx.set_pgresult(res, set_loaders=self.first)
+            if self.first:
+                cur._make_row = cur._make_row_maker()
+            self.first = False
+            return res, (yield from self._end_if_ready())
+        if status in _DONE:
+            if self.first:  # no chunk came: an empty result still tells the columns
+                cur.pgresult = res
+                cur._tx.set_pgresult(res, set_loaders=True)
+            yield from self._drain()
+            return None, res
+        return cur._raise_for_result(res)
+
+    def _end_if_ready(self) -> Any:
+        pgconn = self.cur._pgconn
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            return None
+        nxt = pgconn.get_result()
+        if nxt is None or nxt.status not in _DONE:
+            self.pending = nxt  # another chunk, or an error: the next fetch handles it
+            return None
+        yield from self._drain()
+        return nxt
+
+    def _drain(self) -> Any:
+        res = yield from fetch(self.cur._pgconn)
+        while res is not None:
+            res = yield from fetch(self.cur._pgconn)
 
 
-def _cancel_and_drain(conn: Any, cur: psycopg.Cursor[Any]) -> None:
+def _cancel_and_drain(conn: Any, reader: _Reader) -> None:
     """As psycopg's own stream() does: cancel, consume what arrived, get out of ACTIVE."""
     conn._try_cancel()
     try:
-        while conn.wait(_fetch_gen(cur, False))[0] is not None:
+        while conn.wait(reader.fetch())[0] is not None:
             pass
     except Exception:  # the cancel's error result ends the drain
         pass
     try:
-        conn.wait(_fetch_gen(cur, False))
+        conn.wait(reader.fetch())
     except Exception:
         pass

@@ -14,7 +14,6 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Watchdog", "Watch"]
@@ -25,14 +24,17 @@ CANCEL_GRACE = 1.0  # seconds past the timeout before we cancel from the client
 ABANDON_GRACE = 2.0  # seconds after the cancel before the socket is shut down
 
 
-@dataclass(eq=False)
 class Watch:
-    conn: Any
-    deadline: float
-    fired: bool = False
-    done: bool = False
-    stage: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """One armed action.  State changes happen under the watchdog's lock."""
+
+    __slots__ = ("conn", "deadline", "fired", "done", "stage")
+
+    def __init__(self, conn: Any, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.fired = False
+        self.done = False
+        self.stage = 0
 
 
 class Watchdog:
@@ -54,9 +56,8 @@ class Watchdog:
                 self._cond.notify()
         return watch
 
-    @staticmethod
-    def disarm(watch: Watch) -> None:
-        with watch.lock:
+    def disarm(self, watch: Watch) -> None:
+        with self._cond:
             watch.done = True
 
     def _run(self) -> None:
@@ -73,7 +74,7 @@ class Watchdog:
             self._expire(watch)
 
     def _expire(self, watch: Watch) -> None:
-        with watch.lock:
+        with self._cond:
             if watch.done:
                 return
             watch.fired = True
