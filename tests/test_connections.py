@@ -81,3 +81,15 @@ def test_test_connection_report(pg, ssl_server) -> None:
     assert plain["ssl"]["inUse"] is False and any("SSL is not in use" in w for w in plain["warnings"])
     admin = test_connection({"url": pg.admin_url, "sslMode": "disable"})
     assert any("superuser" in w for w in admin["warnings"])
+
+
+def test_prepared_statements_survive_a_table_change(runtime: Runtime, db) -> None:
+    """After repeated runs a statement is prepared on the server; another session then alters
+    the table.  The next run must see the new column, not fail on a stale cached plan."""
+    db.sql("CREATE TABLE items (id int PRIMARY KEY, name text)")
+    db.sql("INSERT INTO items VALUES (1, 'one')")
+    query = {"query": "SELECT * FROM items WHERE id = $1", "parameters": [1]}
+    for _ in range(8):
+        assert runtime.run("query_rows", db.profile, query).data["rows"] == [{"id": 1, "name": "one"}]
+    db.sql("ALTER TABLE items ADD COLUMN price numeric DEFAULT 2.5")
+    assert runtime.run("query_rows", db.profile, query).data["rows"] == [{"id": 1, "name": "one", "price": "2.5"}]

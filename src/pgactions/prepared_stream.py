@@ -41,16 +41,14 @@ def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int)
     server already sent, so the connection is usable again.
     """
     conn = cur._conn
-    reader = _Reader(cur)
     with conn.lock:
-        key, prep, name = conn.wait(_send_gen(cur, query, params, size))
-        final = None
+        reader, (key, prep, name), (chunk, final) = _start(conn, cur, query, params, size)
         try:
-            while final is None:
-                chunk, final = conn.wait(reader.fetch())
-                if chunk is None:
-                    break
+            while chunk is not None:
                 yield chunk
+                if final is not None:
+                    break
+                chunk, final = conn.wait(reader.fetch())
         finally:
             if cur._pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
                 _cancel_and_drain(conn, reader)
@@ -60,11 +58,34 @@ def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int)
             conn.wait(conn._prepared.maintain_gen(conn))
 
 
-def _send_gen(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Any:
+def _start(conn: Any, cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Any:
+    """Send the query and read its first chunk.
+
+    A statement prepared earlier fails with 0A000 ("cached plan must not change result type")
+    once another session alters a table it reads.  Then every prepared statement of this
+    connection is dropped and the query runs again, unprepared: the user sees the new columns.
+    """
+    reader = _Reader(cur)
+    sent = conn.wait(_send_gen(cur, query, params, size))
+    try:
+        return reader, sent, conn.wait(reader.fetch())
+    except e.FeatureNotSupported:
+        if sent[1] is not Prepare.YES:
+            raise
+        conn.wait(reader._drain())
+        conn._prepared.clear()
+        conn.wait(conn._prepared.maintain_gen(conn))
+    reader = _Reader(cur)
+    sent = conn.wait(_send_gen(cur, query, params, size, prepare=False))
+    return reader, sent, conn.wait(reader.fetch())
+
+
+def _send_gen(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int,
+              prepare: bool | None = None) -> Any:
     yield from cur._start_query(query)
     pgq = cur._convert_query(query, params)
     prepared = cur._conn._prepared
-    prep, name = prepared.get(pgq, None)
+    prep, name = prepared.get(pgq, prepare)
     if prep is Prepare.NO:
         cur._execute_send(pgq, force_extended=True)
     else:
