@@ -244,3 +244,46 @@ def test_unmapped_server_error_keeps_its_sqlstate(runtime: Runtime, db) -> None:
     err = fail(runtime, "execute_query", db.profile, {"query": "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'custom failure'; END $$"})
     assert err["code"] == "DATABASE_ERROR" and err["sqlstate"] == "P0001"
     assert "custom failure" in err["detail"]
+
+
+@pytest.mark.parametrize("connection, action, inputs, context", [
+    (None, "query_rows", {"query": "SELECT 1"}, None),
+    (42, "query_rows", {"query": "SELECT 1"}, None),
+    ("not a url", "query_rows", {"query": "SELECT 1"}, None),
+    ("postgresql://u@127.0.0.1:notaport/db", "query_rows", {"query": "SELECT 1"}, None),
+    ({"host": ["x"]}, "query_rows", {"query": "SELECT 1"}, None),
+    ("DB", "query_rows", {"query": "SELECT 1", "timeout": "soon"}, None),
+    ("DB", "query_rows", {"query": "SELECT 1", "parameters": "abc"}, None),
+    ("DB", "query_rows", [1, 2], None),
+    ("DB", "query_rows", {"query": "SELECT 1"}, ["not", "an", "object"]),
+    ("DB", "query_rows", {"query": "SELECT $1", "parameters": [{1, 2}]}, None),
+    ("DB", "query_rows", {"query": "SELECT 'unterminated"}, None),
+    ("DB", "insert_row", {"table": "users", "columns": {"name": "{{ trigger.a.b.c }}"}}, {"trigger": {"a": 1}}),
+    ("DB", "update_rows", {"query": "UPDATE users SET name = 'x' WHERE id = 1; DROP TABLE users"}, None),
+    ("DB", "query_rows", {"query": "SELECT 1; DROP TABLE users"}, None),
+    ("DB", "execute_query", {"query": "SELECT $1::int; DROP TABLE users", "parameters": [1]}, None),
+    ("DB", "upsert_row", {"table": "users", "columns": {"name": "x"}, "conflictColumns": ["name"]}, None),
+])
+def test_bad_input_is_always_a_coded_error(runtime: Runtime, guide_db, connection, action, inputs, context) -> None:
+    if connection == "DB":
+        connection = guide_db.profile
+    err = fail(runtime, action, connection, inputs, context)
+    assert err["code"] in ("INVALID_INPUT", "INVALID_VALUE", "TEMPLATE_ERROR", "SYNTAX_ERROR")
+    assert guide_db.sql("SELECT count(*) FROM users") == [(2,)]
+
+
+def test_execute_query_runs_a_script_all_or_nothing(runtime: Runtime, guide_db) -> None:
+    out = runtime.run("execute_query", guide_db.profile, {"query": """
+        CREATE TABLE audit (id serial PRIMARY KEY, note text);
+        INSERT INTO audit (note) VALUES ('a'), ('b');
+        SELECT note FROM audit ORDER BY id"""}).data
+    assert out == {"rows": [{"note": "a"}, {"note": "b"}], "success": True, "rowCount": 2}
+    err = fail(runtime, "execute_query", guide_db.profile, {
+        "query": "INSERT INTO audit (note) VALUES ('c'); INSERT INTO audit (id) VALUES (1)"})
+    assert err["code"] == "UNIQUE_VIOLATION"
+    assert guide_db.sql("SELECT count(*) FROM audit") == [(2,)]
+
+
+def test_execute_query_runs_statements_that_refuse_transactions(runtime: Runtime, guide_db) -> None:
+    for query in ("CREATE INDEX CONCURRENTLY idx_users_name ON users (name)", "VACUUM ANALYZE users"):
+        assert runtime.run("execute_query", guide_db.profile, {"query": query}).data == {"success": True, "rowCount": 0}

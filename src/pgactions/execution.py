@@ -22,6 +22,7 @@ from .convert import to_json_bytes
 from .engines import SESSION_STATE, EngineCache, SessionState
 from .errors import ActionError
 from .profiles import ConnectionProfile
+from .sqltext import statement_info
 from .watchdog import Watchdog
 
 __all__ = ["Limits", "RowsJSON", "Session"]
@@ -55,6 +56,11 @@ class RowsJSON:
     count: int
     columns: list[str]
     returned_rows: bool = True  # False for a statement without a result set (UPDATE w/o RETURNING)
+    command_rows: int = 0  # rows a statement without a result set changed
+
+    @property
+    def row_count(self) -> int:
+        return self.count if self.returned_rows else self.command_rows
 
 
 class Session:
@@ -131,29 +137,42 @@ class Session:
             state.cursor = psycopg.RawCursor(self.conn)
         return state.cursor
 
-    def stream_rows(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
-        """Run *sql* and serialize its rows while reading; stop at *budget* bytes.
+    def run_statement(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
+        """Run one statement; serialize its rows (if any) while reading; stop at *budget* bytes.
 
         Rows arrive in chunks, so memory holds at most the serialized output (≤ budget) plus one
-        chunk; stopping early cancels the rest of the query.
+        chunk; stopping early cancels the rest of the query.  The extended protocol is used, so
+        the text must be a single statement.
         """
         # Interned, so equal SQL is the same object: psycopg then keeps the cursor's loaders.
         sql = sys.intern(sql)
-        if prepared_stream.SUPPORTED:
-            results = prepared_stream.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
-            batches: Iterator[list[Any]] = (cur._tx.load_rows(0, res.ntuples, cur._make_row) for res in results)
-        else:
-            results = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
-            batches = _batched(results)
+        if not prepared_stream.SUPPORTED:
+            return self._run_with_public_api(cur, sql, params, budget)
+        results = prepared_stream.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
         try:
-            return self._serialize(cur, batches, budget)
+            rows = self._serialize(cur, (cur._tx.load_rows(0, r.ntuples, cur._make_row) for r in results), budget)
         finally:
             results.close()
+        final = cur.pgresult
+        if final is not None and final.status == pq.ExecStatus.COMMAND_OK:
+            return RowsJSON(b"", 0, [], returned_rows=False, command_rows=final.command_tuples or 0)
+        return rows
+
+    def _run_with_public_api(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
+        """The same with psycopg's public API only (no prepared statements while streaming)."""
+        if statement_info(sql).returns_rows:
+            stream = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
+            try:
+                return self._serialize(cur, _batched(stream), budget)
+            finally:
+                stream.close()
+        cur.execute(sql, params, prepare=True)  # prepared: a single statement, as above
+        return self.read_rows(cur, budget)
 
     def read_rows(self, cur: psycopg.Cursor[Any], budget: int) -> RowsJSON:
-        """Serialize the rows of a statement already executed (a write's RETURNING rows)."""
+        """Serialize the rows of a statement already executed."""
         if not cur.pgresult or cur.pgresult.status != pq.ExecStatus.TUPLES_OK:
-            return RowsJSON(b"", 0, [], returned_rows=False)
+            return RowsJSON(b"", 0, [], returned_rows=False, command_rows=max(cur.rowcount, 0))
         return self._serialize(cur, iter(lambda: cur.fetchmany(STREAM_CHUNK_ROWS), []), budget)
 
     def _serialize(self, cur: psycopg.Cursor[Any], batches: Iterator[list[Any]], budget: int) -> RowsJSON:

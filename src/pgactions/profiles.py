@@ -124,6 +124,9 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     """A profile from an object, a ``postgresql://`` URL, or the path of a YAML/JSON file."""
     if isinstance(spec, ConnectionProfile):
         return spec
+    if not isinstance(spec, (str, dict)):
+        raise ActionError("INVALID_INPUT", "the connection must be a postgresql:// URL, a profile object "
+                                           "or the path of a profile file", extra={"field": "connection"})
     if isinstance(spec, dict):
         try:
             key = tuple(sorted(spec.items()))

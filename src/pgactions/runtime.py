@@ -70,11 +70,12 @@ class Runtime:
             manifest = get_manifest(action_id)
             profile = load_profile(connection)
             secrets = profile.secrets()
-            timeout = self.limits.timeout_for(inputs.get("timeout") if isinstance(inputs, dict) else None)
             checked = validate_inputs(manifest, inputs)
+            timeout = self.limits.timeout_for(checked.get("timeout"))
+            flow_context = _flow_context(context)
             handler = get_handler(manifest.handler)
             with Session(self.engines, self.watchdog, profile, timeout, self.limits) as session:
-                output = handler(session, manifest, checked, _flow_context(context))
+                output = handler(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
                 raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
                                                       f"limit of {self.limits.max_result_bytes:,}")
@@ -91,6 +92,9 @@ class Runtime:
 def _flow_context(context: dict[str, Any] | None) -> dict[str, Any]:
     """The variables templates see: trigger, steps, now (UTC), plus whatever else the host passes."""
     merged: dict[str, Any] = {"trigger": {}, "steps": {}}
+    if context is not None and not isinstance(context, dict):
+        raise ActionError("INVALID_INPUT", "the flow context must be an object (trigger, steps …)",
+                          extra={"field": "context"})
     if context:
         merged.update(context)
     merged.setdefault("now", dt.datetime.now(dt.timezone.utc))

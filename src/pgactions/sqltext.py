@@ -23,7 +23,7 @@ from pglast import parser as pg_parser
 from .errors import ActionError
 from .templating import SQLIdentifier, render_expression, render_value
 
-__all__ = ["SqlPlan", "analyse", "bind_sql", "returns_rows"]
+__all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "statement_info"]
 
 
 @dataclass(frozen=True)
@@ -136,20 +136,22 @@ _ROW_STATEMENTS = ("SelectStmt", "ExplainStmt", "VariableShowStmt", "FetchStmt")
 _RETURNING_STATEMENTS = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 
 
-@lru_cache(maxsize=512)
-def returns_rows(sql: str) -> bool:
-    """Whether the statement yields rows (a SELECT, a RETURNING clause …), from PostgreSQL's parser.
+@dataclass(frozen=True)
+class StatementInfo:
+    count: int  # statements in the text (0 when PostgreSQL's parser rejects it)
+    returns_rows: bool  # a single statement that yields rows (SELECT, … RETURNING)
 
-    Unparseable SQL counts as row-less: the server then reports the syntax error itself.
-    """
+
+@lru_cache(maxsize=512)
+def statement_info(sql: str) -> StatementInfo:
+    """What PostgreSQL's own parser says of *sql*.  Unparseable SQL: the server reports why."""
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError:
-        return False
+        return StatementInfo(0, False)
     if len(statements) != 1:
-        return False
+        return StatementInfo(len(statements), False)
     node = statements[0].stmt
     kind = type(node).__name__
-    if kind in _ROW_STATEMENTS:
-        return True
-    return kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None))
+    rows = kind in _ROW_STATEMENTS or (kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None)))
+    return StatementInfo(1, rows)

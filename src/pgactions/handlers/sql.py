@@ -7,7 +7,7 @@ from typing import Any
 from ..convert import to_json_bytes
 from ..execution import Session
 from ..manifests import Manifest
-from ..sqltext import analyse, bind_sql, returns_rows
+from ..sqltext import analyse, bind_sql, statement_info
 from ..values import bind_value
 
 __all__ = ["run_sql"]
@@ -23,21 +23,28 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     session.prepare(read_only=manifest.read_only)
     cur = session.raw_cursor()
     params = [bind_value(v) for v in values]
-    if manifest.read_only or returns_rows(sql):
-        rows = session.stream_rows(cur, sql, params, session.limits.max_result_bytes - _ENVELOPE_BYTES)
+    budget = session.limits.max_result_bytes - _ENVELOPE_BYTES
+    if shape == "status" and not params and statement_info(sql).count > 1:
+        rows = _run_script(session, cur, sql, budget)
     else:
-        cur.execute(sql, params)
-        rows = session.read_rows(cur, session.limits.max_result_bytes - _ENVELOPE_BYTES)
+        rows = session.run_statement(cur, sql, params, budget)
     if analyse(query).touches_session or shape == "status":
         # The statement may have changed session settings (SET, set_config): re-apply next time.
         session.forget_session_state()
-    returned_rows = rows.returned_rows
-    row_count = rows.count if returned_rows else max(cur.rowcount, 0)
     head: dict[str, Any] = {"success": True} if shape == "status" else {}
-    head["rowCount"] = row_count
-    if shape == "rows" or returned_rows:
+    head["rowCount"] = rows.row_count
+    if shape == "rows" or rows.returned_rows:
         return _with_rows(head, rows.body)
     return to_json_bytes(head)
+
+
+def _run_script(session: Session, cur: Any, sql: str, budget: int) -> Any:
+    """Execute Query with several statements and no parameters: one implicit transaction (all or
+    nothing); the output describes the last statement."""
+    cur.execute(sql)
+    while cur.nextset():
+        pass
+    return session.read_rows(cur, budget)
 
 
 def _with_rows(head: dict[str, Any], body: bytes) -> bytes:
