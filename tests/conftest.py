@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from pgactions import Runtime
-from pgactions.local_server import LocalServer, ServerNotAvailable
+from pgactions.local_server import LocalServer, ServerNotAvailable, _embedded_bindir, find_bindir
 
 APP_PASSWORD = "app-s3cret-Pw!"
 SSLONLY_PASSWORD = "sslonly-s3cret"
@@ -71,7 +71,6 @@ def _prepare_roles(server: TestServer) -> None:
         conn.execute("GRANT CONNECT ON DATABASE pgactions_test TO sslonly, limited, noaccess")
     with server.admin() as conn:
         conn.execute("GRANT CREATE ON SCHEMA public TO app")
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
 
 
 @pytest.fixture(scope="session")
@@ -85,15 +84,20 @@ def pg() -> Iterator[TestServer]:
         _prepare_roles(server)
         yield server
         return
-    try:
-        local = LocalServer(
-            ssl=True, max_connections=40,
-            extra_hba=["hostnossl all sslonly 127.0.0.1/32 reject",
-                       "hostnossl all sslonly ::1/128 reject"],
-        ).start()
-    except ServerNotAvailable:
-        yield from _container_server()
-        return
+    # PGACTIONS_TEST_SERVER=embedded runs the suite on the pgserver wheel even where Debian's is installed.
+    forced_embedded = os.environ.get("PGACTIONS_TEST_SERVER") == "embedded"
+    local = None if forced_embedded else _start_local(embedded=False)
+    if local is None:
+        started_container = False
+        for server in ([] if forced_embedded else _container_server()):  # Docker, when an engine answers
+            started_container = True
+            yield server
+        if started_container:
+            return
+        local = _start_local(embedded=True, only_embedded=forced_embedded)  # pgserver: no SSL in its build
+        if local is None:
+            pytest.skip("no PostgreSQL: set PGACTIONS_TEST_DSN, install postgresql "
+                        "(apt-get install -y postgresql) or pip install 'pgactions[embedded]'")
     try:
         server = TestServer(local.url(), "127.0.0.1", local.port, configurable=True, local=local)
         _prepare_roles(server)
@@ -102,22 +106,35 @@ def pg() -> Iterator[TestServer]:
         local.stop()
 
 
+def _start_local(embedded: bool, only_embedded: bool = False) -> LocalServer | None:
+    try:
+        bindir = _embedded_bindir() if only_embedded else find_bindir(embedded=embedded)
+    except ServerNotAvailable:
+        return None
+    if bindir is None:
+        return None
+    return LocalServer(
+        ssl=True, max_connections=40, bindir=bindir,
+        extra_hba=["hostnossl all sslonly 127.0.0.1/32 reject", "hostnossl all sslonly ::1/128 reject"],
+    ).start()
+
+
 def _container_server() -> Iterator[TestServer]:
+    """A server in Docker, when testcontainers is installed and an engine answers; else nothing."""
     if shutil.which("docker") is None:
-        pytest.skip("no PostgreSQL server binaries, no PGACTIONS_TEST_DSN and no Docker: "
-                    "install postgresql (apt-get install -y postgresql) to run the suite")
+        return
     try:
         from testcontainers.postgres import PostgresContainer
     except ImportError:
-        pytest.skip("no PostgreSQL binaries and testcontainers is not installed")
+        return
     try:
         container = PostgresContainer("postgres:16", driver=None).start()
-    except Exception as exc:  # no engine answering
-        pytest.skip(f"no PostgreSQL binaries and Docker did not start a server: {exc}")
+    except Exception:  # no engine answering
+        return
     try:
-        url = container.get_connection_url()
         from pgactions.profiles import ConnectionProfile
 
+        url = container.get_connection_url()
         profile = ConnectionProfile.from_url(url)
         server = TestServer(url, profile.host, profile.port, configurable=False)
         _prepare_roles(server)

@@ -28,8 +28,11 @@ class ServerNotAvailable(RuntimeError):
     """No PostgreSQL server binaries could be found on this machine."""
 
 
-def find_bindir() -> Path:
-    """Locate the folder holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+def find_bindir(embedded: bool = True) -> Path:
+    """Locate the folder holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    The system's installation first; with *embedded*, the ``pgserver`` wheel's binaries after it.
+    """
     candidates: list[Path] = []
     initdb = shutil.which("initdb")
     if initdb:
@@ -47,9 +50,9 @@ def find_bindir() -> Path:
     for bindir in candidates:
         if _is_bindir(bindir):
             return bindir
-    embedded = _embedded_bindir()
-    if embedded is not None:
-        return embedded
+    shipped = _embedded_bindir() if embedded else None
+    if shipped is not None:
+        return shipped
     raise ServerNotAvailable(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; install them with "
         "'apt-get install -y postgresql postgresql-contrib', or pip install 'pgactions[embedded]'"
@@ -139,12 +142,13 @@ class LocalServer:
     extra_hba: list[str] = field(default_factory=list)
     extra_conf: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    bindir: Path | None = None  # default: find_bindir()
     root: Path | None = None
     _run_as: str | None = None
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> LocalServer:
-        bindir = find_bindir()
+        bindir = self.bindir or find_bindir()
         if self.ssl and not _ssl_supported(bindir):
             self.ssl = False  # e.g. the embedded build: callers check .ssl
         self.root = Path(tempfile.mkdtemp(prefix="pgactions-pg-"))
