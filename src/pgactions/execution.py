@@ -112,7 +112,7 @@ class Session:
     # -- session settings --------------------------------------------------------------------
     def prepare(self, read_only: bool) -> None:
         """Make the session read-only (or not) with this action's statement timeout."""
-        state = SESSION_STATE.setdefault(self.conn, SessionState(None, None))
+        state = _state_of(self.conn)
         timeout_ms = max(1, int(self.timeout * 1000))
         settings: list[str] = []
         if _session_read_only(self.conn, state) is not read_only:
@@ -132,7 +132,7 @@ class Session:
     # -- statements --------------------------------------------------------------------------
     def raw_cursor(self) -> psycopg.RawCursor[Any]:
         """This connection's reusable cursor ($n placeholders go to the server unchanged)."""
-        state = SESSION_STATE.setdefault(self.conn, SessionState(None, None))
+        state = _state_of(self.conn)
         if state.cursor is None:
             state.cursor = psycopg.RawCursor(self.conn)
         return state.cursor
@@ -202,6 +202,13 @@ class Session:
                 extra={"limitBytes": self.limits.max_result_bytes})
         chunks.append(encoded)
         return size
+
+
+def _state_of(conn: psycopg.Connection[Any]) -> SessionState:
+    state = SESSION_STATE.get(conn)
+    if state is None:
+        state = SESSION_STATE[conn] = SessionState(None, None)
+    return state
 
 
 def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:

@@ -59,25 +59,35 @@ def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int)
 
 
 def _start(conn: Any, cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Any:
-    """Send the query and read its first chunk.
+    """Send the query and read its first chunk, in one wait.
 
     A statement prepared earlier fails with 0A000 ("cached plan must not change result type")
     once another session alters a table it reads.  Then every prepared statement of this
     connection is dropped and the query runs again, unprepared: the user sees the new columns.
     """
     reader = _Reader(cur)
-    sent = conn.wait(_send_gen(cur, query, params, size))
-    try:
-        return reader, sent, conn.wait(reader.fetch())
-    except e.FeatureNotSupported:
+    sent, first = conn.wait(_send_and_fetch(cur, reader, query, params, size, None))
+    if isinstance(first, e.FeatureNotSupported):
         if sent[1] is not Prepare.YES:
-            raise
+            raise first
         conn.wait(reader._drain())
         conn._prepared.clear()
         conn.wait(conn._prepared.maintain_gen(conn))
-    reader = _Reader(cur)
-    sent = conn.wait(_send_gen(cur, query, params, size, prepare=False))
-    return reader, sent, conn.wait(reader.fetch())
+        reader = _Reader(cur)
+        sent, first = conn.wait(_send_and_fetch(cur, reader, query, params, size, False))
+        if isinstance(first, Exception):
+            raise first
+    return reader, sent, first
+
+
+def _send_and_fetch(cur: psycopg.Cursor[Any], reader: _Reader, query: Any, params: Any, size: int,
+                    prepare: bool | None) -> Any:
+    sent = yield from _send_gen(cur, query, params, size, prepare)
+    try:
+        first = yield from reader.fetch()
+    except e.FeatureNotSupported as exc:
+        return sent, exc
+    return sent, first
 
 
 def _send_gen(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int,
