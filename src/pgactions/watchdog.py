@@ -27,7 +27,7 @@ ABANDON_GRACE = 2.0  # seconds after the cancel before the socket is shut down
 class Watch:
     """One armed action.  State changes happen under the watchdog's lock."""
 
-    __slots__ = ("conn", "deadline", "fired", "done", "stage")
+    __slots__ = ("conn", "deadline", "fired", "done", "stage", "busy")
 
     def __init__(self, conn: Any, deadline: float) -> None:
         self.conn = conn
@@ -35,6 +35,7 @@ class Watch:
         self.fired = False
         self.done = False
         self.stage = 0
+        self.busy = False  # a cancel or shutdown is being sent right now
 
 
 class Watchdog:
@@ -57,7 +58,11 @@ class Watchdog:
         return watch
 
     def disarm(self, watch: Watch) -> None:
+        """Stop watching.  Waits for a cancel being sent right now, so that it can never reach
+        the next action to use this connection."""
         with self._cond:
+            while watch.busy:
+                self._cond.wait()
             watch.done = True
 
     def _run(self) -> None:
@@ -78,18 +83,24 @@ class Watchdog:
             if watch.done:
                 return
             watch.fired = True
+            watch.busy = True
             watch.stage += 1
             stage = watch.stage
-        if stage == 1:
-            try:
-                watch.conn.cancel_safe(timeout=ABANDON_GRACE)
-            except Exception:  # the server may be unreachable: the next stage handles it
-                log.debug("cancel request failed", exc_info=True)
-            watch.deadline = time.monotonic() + ABANDON_GRACE
+        try:
+            if stage == 1:
+                try:
+                    watch.conn.cancel_safe(timeout=ABANDON_GRACE)
+                except Exception:  # the server may be unreachable: the next stage handles it
+                    log.debug("cancel request failed", exc_info=True)
+            else:
+                _shutdown_socket(watch.conn)
+        finally:
             with self._cond:
-                heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
-        else:
-            _shutdown_socket(watch.conn)
+                watch.busy = False
+                if stage == 1 and not watch.done:
+                    watch.deadline = time.monotonic() + ABANDON_GRACE
+                    heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
+                self._cond.notify_all()
 
 
 def _shutdown_socket(conn: Any) -> None:
