@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import psycopg
@@ -31,7 +31,7 @@ class TestServer:
 
     __test__ = False
 
-    admin_url: str
+    admin_url: str = field(repr=False)
     host: str
     port: int
     configurable: bool  # False for an external DSN: no SSL-only role, no generated CA

@@ -78,8 +78,12 @@ def _from_server(exc: psycopg.Error, sqlstate: str, given_parameters: int | None
 
 
 def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """Replace every occurrence of a secret in strings nested in *value* by ``***``."""
-    secrets = tuple(s for s in secrets if s and len(s) >= 1)
+    """Replace every occurrence of a secret in strings nested in *value* by ``***``.
+
+    Secrets shorter than 4 characters are left alone: replacing them would garble every message
+    (a password "pw" inside "password"), and libpq never echoes a password anyway.
+    """
+    secrets = tuple(s for s in secrets if s and len(s) >= 4)
     if not secrets:
         return value
     if isinstance(value, str):

@@ -19,6 +19,7 @@ from sqlalchemy.pool import QueuePool
 from .boundary import map_exception
 from .convert import register_loaders
 from .profiles import ConnectionProfile
+from .templating import quote_identifier
 
 __all__ = ["EngineCache", "SESSION_STATE", "SessionState"]
 
@@ -98,6 +99,9 @@ class EngineCache:
             # Connections are autocommit and the Session rolls back or discards a connection
             # itself on failure, so the pool's reset-on-return would only cost time.
             pool_reset_on_return=None,
+            # Last in, first out: sequential actions reuse the same warm connection (its server
+            # process, prepared statements and cursor) instead of cycling through all of them.
+            pool_use_lifo=True,
         )
 
     def checkout(self, profile: ConnectionProfile) -> Any:
@@ -110,6 +114,4 @@ class EngineCache:
 
 
 def _search_path(schema: str) -> str:
-    from .templating import _PREPARER
-
-    return f"{_PREPARER.quote_identifier(schema)}, public"
+    return f"{quote_identifier(schema)}, public"

@@ -135,7 +135,7 @@ def free_port() -> int:
 class LocalServer:
     """One temporary cluster.  Use as a context manager or call start()/stop()."""
 
-    superuser_password: str = "pgactions-test-pw"
+    superuser_password: str = field(default="pgactions-test-pw", repr=False)
     ssl: bool = True
     max_connections: int = 40
     # pg_hba.conf lines placed before the catch-all password rules.

@@ -22,10 +22,15 @@ from sqlalchemy.dialects import postgresql
 
 from .errors import ActionError
 
-__all__ = ["SQLIdentifier", "is_template", "render_value", "render_expression"]
+__all__ = ["SQLIdentifier", "is_template", "quote_identifier", "render_value", "render_expression"]
 
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 _PREPARER = postgresql.dialect().identifier_preparer
+
+
+def quote_identifier(*parts: str) -> str:
+    """``"schema"."table"``: each part quoted by PostgreSQL's rules (SQLAlchemy's preparer)."""
+    return ".".join(_PREPARER.quote_identifier(p) for p in parts)
 
 
 class SQLIdentifier(str):
@@ -37,7 +42,7 @@ def _identifier_filter(value: Any) -> SQLIdentifier:
     parts = value if isinstance(value, (list, tuple)) else [value]
     if not parts or not all(isinstance(p, str) and p for p in parts):
         raise ActionError("TEMPLATE_ERROR", "the identifier filter takes a non-empty name or list of names")
-    return SQLIdentifier(".".join(_PREPARER.quote_identifier(p) for p in parts))
+    return SQLIdentifier(quote_identifier(*parts))
 
 
 def _make_environment() -> ImmutableSandboxedEnvironment:

@@ -18,7 +18,7 @@ from ..convert import to_json_bytes
 from ..errors import ActionError
 from ..execution import Session
 from ..manifests import Manifest
-from ..templating import _PREPARER, render_value
+from ..templating import quote_identifier, render_value
 from ..values import bind_value
 
 __all__ = ["run_insert", "run_upsert", "TableInfo", "table_info"]
@@ -63,7 +63,7 @@ class TableInfo:
 
 
 def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
-    qualified = ".".join(_PREPARER.quote_identifier(p) for p in ([schema] if schema else []) + [table])
+    qualified = quote_identifier(*([schema] if schema else []), table)
     rows = session.conn.execute(_TABLE_COLUMNS_SQL, [qualified]).fetchall()
     if not rows:
         where = f"schema {schema!r}" if schema else "the connection's search path"
