@@ -51,3 +51,12 @@ def test_wheel_carries_manifests_and_schemas(tmp_path) -> None:
         assert f"pgactions/_data/actions/{action}.yaml" in names
     assert "pgactions/_data/schemas/action.schema.json" in names
     assert "pgactions/_data/connections/postgresql.yaml" in names
+
+
+def test_lint_and_types_are_clean() -> None:
+    """ruff and mypy, configured in pyproject.toml, pass over the code."""
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "bench"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    types = subprocess.run([sys.executable, "-m", "mypy", "src"], cwd=ROOT, capture_output=True, text=True)
+    assert types.returncode == 0, types.stdout

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -25,7 +25,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit(2) is fine, but keep one path
+    def error(self, message: str) -> NoReturn:  # one path for every usage error (exit 2)
         raise UsageError(message)
 
 

@@ -87,7 +87,7 @@ def _probe_network(host: str | None, port: int | None, timeout: float) -> str | 
             return None  # the port answers: the failure is further up
         except ConnectionRefusedError:
             outcome = "CONNECTION_REFUSED"
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             outcome = "CONNECTION_TIMEOUT"
         except OSError:
             outcome = "CONNECTION_REFUSED"

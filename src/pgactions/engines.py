@@ -84,7 +84,7 @@ class EngineCache:
                 if profile.schema:
                     settings["search_path"] = _search_path(profile.schema)
                 names = list(settings)
-                select = ", ".join(f"set_config(%s, %s, false)" for _ in names)
+                select = ", ".join("set_config(%s, %s, false)" for _ in names)
                 conn.execute(f"SELECT {select}", [v for n in names for v in (n, settings[n])])
             except BaseException:
                 conn.close()

@@ -10,8 +10,9 @@ kind).
 from __future__ import annotations
 
 import sys
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, cast
 
 import psycopg
 from psycopg import pq
@@ -161,7 +162,7 @@ class Session:
     def _run_with_public_api(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
         """The same with psycopg's public API only (no prepared statements while streaming)."""
         if statement_info(sql).returns_rows:
-            stream = cur.stream(sql, params, size=STREAM_CHUNK_ROWS)
+            stream = cast(Generator[Any, None, None], cur.stream(sql, params, size=STREAM_CHUNK_ROWS))
             try:
                 return self._serialize(cur, _batched(stream), budget)
             finally:

@@ -186,6 +186,7 @@ class LocalServer:
             self.root = None
 
     def restart(self) -> None:
+        assert self.root is not None, "the server is not running"
         self._run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
                    "-l", str(self.root / "server.log"), "restart"])
 
@@ -223,6 +224,8 @@ class LocalServer:
         return out.strip()
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.root is None:
+            return ""
         try:
             return "\n".join((self.root / "server.log").read_text().splitlines()[-lines:])
         except OSError:

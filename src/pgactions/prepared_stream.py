@@ -12,7 +12,8 @@ they are missing and callers then use the public ``stream()``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Generator
+from typing import Any
 
 import psycopg
 from psycopg import errors as e
@@ -34,7 +35,7 @@ _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
 
-def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Iterator[Any]:
+def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Generator[Any, None, None]:
     """Yield the result chunks (PGresult) of *query*; ``cur._tx`` is ready to load each one.
 
     Leaving early (an exception, a closed generator) cancels the query and drains what the

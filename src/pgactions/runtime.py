@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from .boundary import scrub
+from .engines import EngineCache
 from .errors import ActionError
 from .execution import Limits, Session
-from .engines import EngineCache
 from .handlers import get_handler
 from .manifests import get_manifest
 from .profiles import ConnectionProfile, load_profile

@@ -71,7 +71,7 @@ def _step(steps: list[dict[str, Any]], name: str, fn: Any, profile: ConnectionPr
         raise ActionError("HOST_NOT_FOUND", f"{profile.host!r} could not be resolved") from None
     except ConnectionRefusedError:
         raise ActionError("CONNECTION_REFUSED", f"{profile.host}:{profile.port} refused the connection") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise ActionError("CONNECTION_TIMEOUT", f"{profile.host}:{profile.port} did not answer within "
                                                 f"{profile.connectTimeout:g}s") from None
     except OSError as exc:

@@ -80,7 +80,7 @@ def _values(info: TableInfo, columns: dict[str, Any], context: dict[str, Any]) -
             for name, value in rendered.items()}
 
 
-def _execute_returning(session: Session, stmt: sa.sql.Executable) -> dict[str, Any]:
+def _execute_returning(session: Session, stmt: sa.sql.expression.ClauseElement) -> dict[str, Any]:
     """Run a one-row INSERT … RETURNING; the row's values are already JSON-ready (our loaders)."""
     compiled = stmt.compile(dialect=_DIALECT)
     cur = session.conn.cursor()
@@ -131,12 +131,12 @@ def run_upsert(session: Session, manifest: Manifest, inputs: dict[str, Any], con
     info.check_columns(update, "updateColumns")
     values = _values(info, inputs["columns"], context)
     table = info.sa_table()
-    stmt = postgresql.insert(table).values(_bound(table, values))
+    insert = postgresql.insert(table).values(_bound(table, values))
     # With nothing to update, "update" a conflict column to itself so the row still comes back.
-    assignments = {c: stmt.excluded[c] for c in (update or conflict[:1])}
-    stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=assignments).returning(
+    assignments = {c: insert.excluded[c] for c in (update or conflict[:1])}
+    upsert = insert.on_conflict_do_update(index_elements=conflict, set_=assignments).returning(
         *table.c, sa.literal_column("(xmax = 0)").label(_INSERTED_FLAG))
-    row = _execute_returning(session, stmt)
+    row = _execute_returning(session, upsert)
     inserted = bool(row.pop(_INSERTED_FLAG, True))
     return to_json_bytes({"rowCount": 1, "inserted": inserted, "row": row,
                           "insertedId": _inserted_id(info, row)})
