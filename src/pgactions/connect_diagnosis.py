@@ -37,17 +37,22 @@ _SERVER_ANSWERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+_LIBPQ_PREFIX = re.compile(
+    r"^(?:-\s*host:.*?':\s*)?(?:connection failed:\s*)?"
+    r"(?:connection to server (?:at|on) .*? failed:\s*)?(?:(?:FATAL|ERROR):\s+)?")
+
+
 def libpq_reason(message: str) -> str:
-    """The useful part of a libpq connection error: the server's or the socket's own words."""
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    reasons = []
-    for line in lines:
-        # 'connection to server at "h" (1.2.3.4), port 5432 failed: FATAL:  reason'
-        _, sep, rest = line.partition(" failed: ")
-        text = rest if sep else line
-        text = re.sub(r"^(connection failed:\s*)", "", text)
-        text = re.sub(r"^(FATAL|ERROR):\s+", "", text)
-        if text and text not in reasons:
+    """The useful part of a libpq connection error: the server's or the socket's own words.
+
+    libpq writes 'connection failed: connection to server at "h" (1.2.3.4), port 5432 failed:
+    FATAL:  reason', once per address tried; the reasons are kept, each once.
+    """
+    reasons: list[str] = []
+    for line in message.strip().splitlines():
+        text = _LIBPQ_PREFIX.sub("", line.strip())
+        if text and not text.startswith(("Is the server running", "Multiple connection attempts")) \
+                and text not in reasons:
             reasons.append(text)
     return "; ".join(reasons) or message.strip()
 
