@@ -68,12 +68,19 @@ def _timed(fn: Callable[[], Any], repeat: int = 3) -> float:
 def bench_point(url: str) -> dict[str, float]:
     raw = psycopg.connect(url, autocommit=True)
     cur = psycopg.RawCursor(raw)
+    unprepared = psycopg.connect(url, autocommit=True, prepare_threshold=None)
+    ucur = psycopg.RawCursor(unprepared)
     ids = [(i * 7919) % 10000 + 1 for i in range(POINT_CALLS)]
 
     def raw_loop() -> None:
         for i in ids:
             cur.execute(POINT_SQL, [i])
             cur.fetchall()
+
+    def unprepared_loop() -> None:
+        for i in ids:
+            ucur.execute(POINT_SQL, [i])
+            ucur.fetchall()
 
     with Runtime() as runtime:
         profile = {"url": url, "sslMode": "disable"}
@@ -83,14 +90,18 @@ def bench_point(url: str) -> dict[str, float]:
                 runtime.run("query_rows", profile, {"query": POINT_SQL, "parameters": [i]})
 
         raw_loop()
-        ours()  # warm both: pools, prepared statements, caches
-        # Interleaved rounds, best of each: both sides see the same machine conditions.
-        t_raw = t_ours = float("inf")
+        unprepared_loop()
+        ours()  # warm all: pools, prepared statements, caches
+        # Interleaved rounds, best of each: every side sees the same machine conditions.
+        t_raw = t_unprepared = t_ours = float("inf")
         for _ in range(5):
             t_raw = min(t_raw, _timed(raw_loop, repeat=1))
+            t_unprepared = min(t_unprepared, _timed(unprepared_loop, repeat=1))
             t_ours = min(t_ours, _timed(ours, repeat=1))
     raw.close()
-    return {"raw_us": t_raw / POINT_CALLS * 1e6, "ours_us": t_ours / POINT_CALLS * 1e6}
+    unprepared.close()
+    return {"raw_us": t_raw / POINT_CALLS * 1e6, "unprepared_us": t_unprepared / POINT_CALLS * 1e6,
+            "ours_us": t_ours / POINT_CALLS * 1e6}
 
 
 # -- (b) streaming -------------------------------------------------------------------------------
@@ -151,9 +162,13 @@ def main() -> int:
         point = bench_point(url)
         print("\n(a) query_rows by primary key, warm pool "
               f"({POINT_CALLS:,} calls, best of 5 interleaved rounds)")
-        print(f"    raw psycopg (RawCursor, autocommit): {point['raw_us']:8.1f} µs/call")
-        print(f"    pgactions query_rows:                {point['ours_us']:8.1f} µs/call")
-        print(f"    ratio (pgactions / psycopg latency): {point['ours_us'] / point['raw_us']:8.2f}x  (target ≤ 2x)")
+        print(f"    raw psycopg (RawCursor, autocommit, auto-prepared): {point['raw_us']:8.1f} µs/call")
+        print(f"    raw psycopg, prepared statements off:               {point['unprepared_us']:8.1f} µs/call")
+        print(f"    pgactions query_rows:                               {point['ours_us']:8.1f} µs/call")
+        print(f"    ratio vs auto-prepared psycopg:                     {point['ours_us'] / point['raw_us']:8.2f}x"
+              "  (target ≤ 2x)")
+        print(f"    ratio vs unprepared psycopg:                        "
+              f"{point['ours_us'] / point['unprepared_us']:8.2f}x")
 
         for title, limit in (("up to the 10 MB cap", CAPPED_ROWS), ("1,000,000 rows, cap lifted", 0)):
             base = run_child("psycopg", url, limit)

@@ -93,3 +93,83 @@ def test_prepared_statements_survive_a_table_change(runtime: Runtime, db) -> Non
         assert runtime.run("query_rows", db.profile, query).data["rows"] == [{"id": 1, "name": "one"}]
     db.sql("ALTER TABLE items ADD COLUMN price numeric DEFAULT 2.5")
     assert runtime.run("query_rows", db.profile, query).data["rows"] == [{"id": 1, "name": "one", "price": "2.5"}]
+
+
+def test_pool_replaces_a_connection_the_server_closed(runtime: Runtime, db, pg) -> None:
+    """A pooled connection terminated by the server while idle is replaced, not reported."""
+    import psycopg
+
+    first = runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS pid"}).data["rows"][0]["pid"]
+    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [first])
+    import time
+
+    time.sleep(0.2)
+    second = runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS pid"}).data["rows"][0]["pid"]
+    assert second != first
+
+
+def test_pool_caps_connections_and_waits(pg) -> None:
+    import psycopg
+
+    from pgactions.pool import ConnectionPool, PoolTimeout
+
+    pool = ConnectionPool(lambda: psycopg.connect(pg.url(), autocommit=True), max_size=1, wait_timeout=0.3)
+    try:
+        conn = pool.get()
+        with pytest.raises(PoolTimeout):
+            pool.get()
+        pool.put(conn)
+        assert pool.get() is conn  # the warm one comes back
+        pool.put(conn)
+        assert pool.size == 1
+    finally:
+        pool.close()
+    assert conn.closed
+
+
+def test_pool_discards_a_connection_left_in_a_transaction(pg) -> None:
+    import psycopg
+
+    from pgactions.pool import ConnectionPool
+
+    pool = ConnectionPool(lambda: psycopg.connect(pg.url(), autocommit=True), max_size=2, wait_timeout=1)
+    try:
+        conn = pool.get()
+        conn.execute("BEGIN")
+        pool.put(conn)
+        assert conn.closed and pool.size == 0
+        fresh = pool.get()
+        assert fresh is not conn
+        pool.put(fresh)
+    finally:
+        pool.close()
+
+
+def test_exhausted_pool_is_too_many_connections(db) -> None:
+    import threading
+
+    from pgactions import Runtime as Rt
+
+    profile = {**db.profile, "poolSize": 1, "connectTimeout": 1}
+    with Rt() as rt:
+        rt.pools.pool(rt_profile := __import__("pgactions").load_profile(profile)).wait_timeout = 0.3
+        busy = threading.Thread(target=lambda: rt.run("query_rows", rt_profile, {"query": "SELECT pg_sleep(1.5)"}))
+        busy.start()
+        import time
+
+        time.sleep(0.3)
+        try:
+            with pytest.raises(ActionError) as info:
+                rt.run("query_rows", rt_profile, {"query": "SELECT 1"})
+        finally:
+            busy.join()
+        assert info.value.code == "TOO_MANY_CONNECTIONS"
+        assert rt.run("query_rows", rt_profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
+
+
+def test_pool_survives_a_server_restart(runtime: Runtime, db, local_server) -> None:
+    before = runtime.run("query_rows", db.profile, {"query": "SELECT pg_postmaster_start_time() AS t"}).data
+    local_server.restart()
+    after = runtime.run("query_rows", db.profile, {"query": "SELECT pg_postmaster_start_time() AS t"}).data
+    assert after["rows"][0]["t"] != before["rows"][0]["t"]

@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 import psycopg
-import sqlalchemy.exc
 
 from .connect_diagnosis import diagnose_connect_failure
 from .errors import SQLSTATE_CLASSES, SQLSTATE_CODES, ActionError
+from .pool import PoolTimeout
 
 __all__ = ["code_for_sqlstate", "map_exception", "scrub"]
 
@@ -27,11 +27,8 @@ def map_exception(exc: BaseException, *, connecting: bool, host: str | None = No
                   timed_out: bool = False, given_parameters: int | None = None) -> ActionError:
     if isinstance(exc, ActionError):
         return exc
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):
-        return ActionError("TOO_MANY_CONNECTIONS",
-                           "every connection of this connection's pool is busy; waited too long for one")
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-        exc = exc.orig
+    if isinstance(exc, PoolTimeout):
+        return ActionError("TOO_MANY_CONNECTIONS", f"this connection's pool is exhausted: {exc}")
     if timed_out:
         return ActionError("QUERY_TIMEOUT", "the server did not answer within the time limit")
     if isinstance(exc, psycopg.Error):

@@ -20,8 +20,8 @@ from psycopg import pq
 from . import prepared_stream
 from .boundary import map_exception
 from .convert import to_json_bytes
-from .engines import SESSION_STATE, EngineCache, SessionState
 from .errors import ActionError
+from .pools import SESSION_STATE, PoolCache, SessionState
 from .profiles import ConnectionProfile
 from .sqltext import statement_info
 from .watchdog import Watchdog
@@ -67,18 +67,18 @@ class RowsJSON:
 class Session:
     """Context manager: checks a connection out, arms the watchdog, maps every failure once."""
 
-    def __init__(self, engines: EngineCache, watchdog: Watchdog, profile: ConnectionProfile,
+    def __init__(self, pools: PoolCache, watchdog: Watchdog, profile: ConnectionProfile,
                  timeout: float, limits: Limits) -> None:
-        self.engines, self.watchdog, self.profile = engines, watchdog, profile
+        self.pools, self.watchdog, self.profile = pools, watchdog, profile
         self.timeout, self.limits = timeout, limits
         self.parameters_given: int | None = None
-        self._raw: Any = None
+        self._pool: Any = None
         self._watch: Any = None
+        self._discard = False
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Session:
-        self._raw = self.engines.checkout(self.profile)
-        self.conn: psycopg.Connection[Any] = self._raw.driver_connection
+        self._pool, self.conn = self.pools.checkout(self.profile)
         self._watch = self.watchdog.arm(self.conn, self.timeout)
         return self
 
@@ -88,7 +88,7 @@ class Session:
             if exc is not None:
                 self._after_failure()
         finally:
-            self._raw.close()  # back to the pool (or discarded, if invalidated)
+            self._pool.put(self.conn, discard=self._discard)
         if exc is not None and not isinstance(exc, ActionError) and isinstance(exc, Exception):
             raise map_exception(exc, connecting=False, timed_out=self._watch.fired,
                                 given_parameters=self.parameters_given) from None
@@ -98,13 +98,13 @@ class Session:
         status = conn.pgconn.transaction_status
         if conn.closed or conn.broken or status in (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN) \
                 or self._watch.fired:
-            self._raw.invalidate()
+            self._discard = True
             return
         if status != pq.TransactionStatus.IDLE:
             try:
                 conn.rollback()
             except psycopg.Error:
-                self._raw.invalidate()
+                self._discard = True
                 return
         state = SESSION_STATE.get(conn)
         if state is not None:

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 
 from .boundary import scrub
-from .engines import EngineCache
 from .errors import ActionError
 from .execution import Limits, Session
 from .handlers import get_handler
 from .manifests import get_manifest
+from .pools import PoolCache
 from .profiles import ConnectionProfile, load_profile
 from .validation import validate_inputs
 from .watchdog import Watchdog
@@ -49,7 +49,7 @@ class Runtime:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self.engines = EngineCache(numeric_as_number=self.limits.numeric_as_number)
+        self.pools = PoolCache(numeric_as_number=self.limits.numeric_as_number)
         self.watchdog = Watchdog()
 
     def __enter__(self) -> Runtime:
@@ -59,7 +59,7 @@ class Runtime:
         self.close()
 
     def close(self) -> None:
-        self.engines.dispose_all()
+        self.pools.close_all()
 
     def run(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
             inputs: dict[str, Any], context: dict[str, Any] | None = None) -> ActionResult:
@@ -74,7 +74,7 @@ class Runtime:
             timeout = self.limits.timeout_for(checked.get("timeout"))
             flow_context = _flow_context(context)
             handler = get_handler(manifest.handler)
-            with Session(self.engines, self.watchdog, profile, timeout, self.limits) as session:
+            with Session(self.pools, self.watchdog, profile, timeout, self.limits) as session:
                 output = handler(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
                 raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "

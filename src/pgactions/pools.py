@@ -1,0 +1,104 @@
+"""Pooled connections, one pool per connection profile.
+
+Each new connection is set up once: autocommit (every action is one statement, atomic on its
+own, so no BEGIN/ROLLBACK round trips), UTC/ISO output settings the JSON loaders rely on, the
+search path, and our loaders.  Session settings a statement might change (statement_timeout, read-only
+default) are tracked per connection in ``info`` and re-applied only when they differ.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import psycopg
+
+from .boundary import map_exception
+from .convert import register_loaders
+from .pool import ConnectionPool
+from .profiles import ConnectionProfile
+from .templating import quote_identifier
+
+__all__ = ["PoolCache", "SESSION_STATE", "SessionState"]
+
+# Settings every session of ours runs with (set once per connection, in one round trip).
+SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
+                    "extra_float_digits": "1"}
+
+
+class SessionState:
+    """What we last set on one connection; None means unknown (re-apply before use)."""
+
+    __slots__ = ("read_only", "timeout_ms", "cursor")
+
+    def __init__(self, read_only: bool | None, timeout_ms: int | None) -> None:
+        self.read_only = read_only
+        self.timeout_ms = timeout_ms
+        # One RawCursor per connection, reused: a new cursor sets up its loaders again (~25 µs).
+        self.cursor: Any = None
+
+    def forget(self) -> None:
+        self.read_only = None
+        self.timeout_ms = None
+
+
+# Keyed by the psycopg connection itself, so a reconnect never inherits stale state.
+SESSION_STATE: weakref.WeakKeyDictionary[Any, SessionState] = weakref.WeakKeyDictionary()
+DEFAULT_TIMEOUT_MS = 60_000
+
+
+class PoolCache:
+    """One :class:`ConnectionPool` per distinct connection profile."""
+
+    def __init__(self, numeric_as_number: bool = False) -> None:
+        self._pools: dict[ConnectionProfile, ConnectionPool] = {}
+        self._lock = threading.Lock()
+        self._numeric_as_number = numeric_as_number
+
+    def pool(self, profile: ConnectionProfile) -> ConnectionPool:
+        pool = self._pools.get(profile)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(profile)
+                if pool is None:
+                    pool = ConnectionPool(lambda: self._open(profile), max_size=profile.poolSize,
+                                          wait_timeout=profile.connectTimeout + 20)
+                    self._pools[profile] = pool
+        return pool
+
+    def close_all(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+    def checkout(self, profile: ConnectionProfile) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
+        """A pooled connection; failures to connect become friendly errors."""
+        pool = self.pool(profile)
+        try:
+            return pool, pool.get()
+        except Exception as exc:
+            raise map_exception(exc, connecting=True, host=profile.host, port=profile.port,
+                                connect_timeout=profile.connectTimeout) from None
+
+    def _open(self, profile: ConnectionProfile) -> psycopg.Connection[Any]:
+        """A new connection, set up once: our loaders and session settings in one round trip."""
+        conn = psycopg.Connection.connect(autocommit=True, **profile.connect_kwargs())
+        try:
+            register_loaders(conn, self._numeric_as_number)
+            settings = dict(SESSION_SETTINGS, default_transaction_read_only="on",
+                            statement_timeout=str(DEFAULT_TIMEOUT_MS))
+            if profile.schema:
+                settings["search_path"] = _search_path(profile.schema)
+            calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+            conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
+        except BaseException:
+            conn.close()
+            raise
+        SESSION_STATE[conn] = SessionState(True, DEFAULT_TIMEOUT_MS)
+        return conn
+
+
+def _search_path(schema: str) -> str:
+    return f"{quote_identifier(schema)}, public"
