@@ -226,9 +226,9 @@ def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:
 def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bool | None:
     """The server reports default_transaction_read_only on every change (PostgreSQL 14+), so
     whatever a statement did to it is known without a round trip; older servers: our own record."""
-    reported = conn.info.parameter_status("default_transaction_read_only")
+    reported = conn.pgconn.parameter_status(b"default_transaction_read_only")
     if reported is not None:
-        return reported == "on"
+        return reported == b"on"
     return state.read_only
 
 

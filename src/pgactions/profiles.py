@@ -129,7 +129,7 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
                                            "or the path of a profile file", extra={"field": "connection"})
     if isinstance(spec, dict):
         try:
-            key = tuple(sorted(spec.items()))
+            key = tuple(spec.items())  # a host passes the same object each run: same order
             hash(key)
         except TypeError:  # an unhashable value: it will fail validation anyway
             return ConnectionProfile.from_dict(spec)

@@ -120,6 +120,8 @@ def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[
 
 
 def _check_placeholders(used: frozenset[int], given: int) -> None:
+    if len(used) == given and (not given or max(used) == given):
+        return  # exactly $1..$given: the common case, checked without building sets
     missing = sorted(n for n in used if n > given)
     unused = sorted(set(range(1, given + 1)) - used)
     if missing:

@@ -3,29 +3,33 @@
 The server enforces ``statement_timeout`` itself; this covers what it cannot: a server or network
 that stops answering.  When an action passes its deadline (timeout + grace) the watchdog first
 sends a cancel request, then, if the action is still stuck, shuts the socket down so the blocked
-read returns.  One long-lived thread and a heap keep arming cheap (no thread per action).
+read returns.
+
+Arming and disarming are on every action's path, so they take no lock: arming puts the watch in
+a dict, disarming marks it done.  The thread scans the dict a few times a second.  A cancel being
+sent while the action ends is the one case that needs coordination (the connection must not go
+back to the pool with a cancel still on its way): see :meth:`Watchdog.disarm`.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import socket
 import threading
 import time
 from typing import Any
 
-__all__ = ["Watchdog", "Watch"]
+__all__ = ["Watch", "Watchdog"]
 
 log = logging.getLogger("pgactions")
 
 CANCEL_GRACE = 1.0  # seconds past the timeout before we cancel from the client
 ABANDON_GRACE = 2.0  # seconds after the cancel before the socket is shut down
+SCAN_INTERVAL = 0.25  # how often the thread looks for expired watches
 
 
 class Watch:
-    """One armed action.  State changes happen under the watchdog's lock."""
+    """One armed action."""
 
     __slots__ = ("conn", "deadline", "fired", "done", "stage", "busy")
 
@@ -40,50 +44,50 @@ class Watch:
 
 class Watchdog:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Watch]] = []
-        self._counter = itertools.count()
+        self._active: dict[int, Watch] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def arm(self, conn: Any, timeout: float) -> Watch:
         watch = Watch(conn, time.monotonic() + timeout + CANCEL_GRACE)
-        with self._cond:
-            earliest = self._heap[0][0] if self._heap else None
-            heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pgactions-watchdog", daemon=True)
-                self._thread.start()
-            elif earliest is None or watch.deadline < earliest:
-                self._cond.notify()
+        self._active[id(watch)] = watch
+        if self._thread is None:
+            self._start()
         return watch
 
     def disarm(self, watch: Watch) -> None:
-        """Stop watching.  Waits for a cancel being sent right now, so that it can never reach
-        the next action to use this connection."""
-        with self._cond:
-            while watch.busy:
-                self._cond.wait()
-            watch.done = True
+        """Stop watching.  If a cancel is being sent right now, wait for it to be out, so that
+        it can never reach the next action to use this connection."""
+        watch.done = True  # first: _expire re-checks it after marking itself busy
+        self._active.pop(id(watch), None)
+        if watch.busy:
+            with self._cond:
+                while watch.busy:
+                    self._cond.wait()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pgactions-watchdog", daemon=True)
+                self._thread.start()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while True:
-                    while self._heap and self._heap[0][2].done:
-                        heapq.heappop(self._heap)
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        _, _, watch = heapq.heappop(self._heap)
-                        break
-                    self._cond.wait(timeout=(self._heap[0][0] - now) if self._heap else None)
-            self._expire(watch)
+            time.sleep(SCAN_INTERVAL)
+            now = time.monotonic()
+            for watch in list(self._active.values()):
+                if not watch.done and watch.deadline <= now:
+                    self._expire(watch)
 
     def _expire(self, watch: Watch) -> None:
         with self._cond:
-            if watch.done:
+            watch.busy = True
+            if watch.done:  # disarmed in the meantime: nothing to do
+                watch.busy = False
+                self._cond.notify_all()
                 return
             watch.fired = True
-            watch.busy = True
             watch.stage += 1
             stage = watch.stage
         try:
@@ -92,14 +96,13 @@ class Watchdog:
                     watch.conn.cancel_safe(timeout=ABANDON_GRACE)
                 except Exception:  # the server may be unreachable: the next stage handles it
                     log.debug("cancel request failed", exc_info=True)
+                watch.deadline = time.monotonic() + ABANDON_GRACE
             else:
                 _shutdown_socket(watch.conn)
+                self._active.pop(id(watch), None)
         finally:
             with self._cond:
                 watch.busy = False
-                if stage == 1 and not watch.done:
-                    watch.deadline = time.monotonic() + ABANDON_GRACE
-                    heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
                 self._cond.notify_all()
 
 
