@@ -173,3 +173,27 @@ def test_pool_survives_a_server_restart(runtime: Runtime, db, local_server) -> N
     local_server.restart()
     after = runtime.run("query_rows", db.profile, {"query": "SELECT pg_postmaster_start_time() AS t"}).data
     assert after["rows"][0]["t"] != before["rows"][0]["t"]
+
+
+def test_pool_reuses_an_ssl_connection(runtime: Runtime, db, ssl_server) -> None:
+    profile = {**db.profile, "sslMode": "require"}
+    rows = [runtime.run("query_rows", profile, {
+        "query": "SELECT pg_backend_pid() AS pid, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}).data["rows"][0]
+        for _ in range(10)]
+    assert {r["pid"] for r in rows} == {rows[0]["pid"]} and rows[0]["ssl"] is True
+
+
+def test_concurrent_actions_share_a_capped_pool(runtime: Runtime, db, pg) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    profile = {**db.profile, "poolSize": 3}
+
+    def one(i: int) -> int:
+        out = runtime.run("query_rows", profile, {"query": "SELECT $1::int * 2 AS v, pg_backend_pid() AS pid",
+                                                  "parameters": [i]}).data["rows"][0]
+        assert out["v"] == i * 2
+        return out["pid"]
+
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        pids = set(executor.map(one, range(400)))
+    assert 1 <= len(pids) <= 3
