@@ -34,7 +34,7 @@ ROWS = int(os.environ.get("PGACTIONS_BENCH_ROWS", 1_000_000))
 POINT_CALLS = 5_000
 POINT_SQL = "SELECT id, name, email, created_at FROM bench_users WHERE id = $1"
 STREAM_SQL = "SELECT id, name, created_at, amount, attrs FROM bench_rows"
-CAPPED_ROWS = 60_000  # ≈ 9.5 MB of JSON output: just under the 10 MB cap
+CAPPED_ROWS = 75_000  # ≈ 9.9 MB of JSON output: just under the 10 MB cap
 
 SETUP = f"""
 DROP TABLE IF EXISTS bench_users, bench_rows;
