@@ -105,3 +105,23 @@ def test_uncapped_stream_of_many_rows(db) -> None:
     with Runtime(Limits(max_result_bytes=10**9)) as rt:
         out = rt.run("query_rows", db.profile, {"query": "SELECT g FROM generate_series(1, 200000) g"}).data
     assert out["rowCount"] == 200_000 and out["rows"][-1] == {"g": 200_000}
+
+
+def test_public_api_fallback_streams_and_caps(db, monkeypatch) -> None:
+    """Without the prepared-statement streaming (a psycopg whose internals moved), the public
+    stream() path gives the same outputs and the same cap."""
+    from pgactions import prepared_stream
+
+    monkeypatch.setattr(prepared_stream, "SUPPORTED", False)
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    with Runtime(Limits(max_result_bytes=100_000)) as rt:
+        assert rt.run("execute_query", db.profile, {
+            "query": "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3) g"}).data == {
+            "success": True, "rowCount": 3}
+        assert rt.run("update_rows", db.profile, {"query": "UPDATE t SET v = 'x' WHERE id > $1",
+                                                  "parameters": [1]}).data == {"rowCount": 2}
+        assert rt.run("query_rows", db.profile, {"query": "SELECT * FROM t ORDER BY id"}).data == {
+            "rows": [{"id": 1, "v": "v1"}, {"id": 2, "v": "x"}, {"id": 3, "v": "x"}], "rowCount": 3}
+        with pytest.raises(ActionError) as info:
+            rt.run("query_rows", db.profile, {"query": BIG_QUERY, "parameters": [1000]})
+        assert info.value.code == "RESULT_TOO_LARGE"

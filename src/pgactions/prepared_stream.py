@@ -6,7 +6,7 @@ repeats thousands of times, the server's parse and plan is then the largest cost
 chunked-rows mode: statements are prepared after psycopg's usual threshold (5 runs), results
 still arrive in bounded chunks.
 
-It uses psycopg internals (the dependency is pinned below 3.4); :data:`SUPPORTED` is False when
+It uses psycopg internals (checked on 3.3; the dependency is pinned below 3.4); :data:`SUPPORTED` is False when
 they are missing and callers then use the public ``stream()``.
 """
 
