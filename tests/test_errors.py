@@ -126,6 +126,11 @@ def test_undefined_table_and_column(runtime: Runtime, guide_db) -> None:
     assert err["code"] == "UNDEFINED_COLUMN" and "email" in err["detail"]
     err = fail(runtime, "insert_row", guide_db.profile, {"table": "userz", "columns": {"name": "x"}})
     assert err["code"] == "UNDEFINED_TABLE"
+    err = fail(runtime, "insert_row", guide_db.profile, {"table": f"{guide_db.schema}.users", "columns": {"name": "x"}})
+    assert err["code"] == "UNDEFINED_TABLE" and "schema field" in err["detail"]
+    out = runtime.run("insert_row", guide_db.profile, {"schema": guide_db.schema, "table": "users",
+                                                       "columns": {"name": "x", "email": "x@example.com"}}).data
+    assert out["insertedId"] == 3
 
 
 @pytest.mark.parametrize("columns, code", [

@@ -67,7 +67,10 @@ def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
     rows = session.conn.execute(_TABLE_COLUMNS_SQL, [qualified]).fetchall()
     if not rows:
         where = f"schema {schema!r}" if schema else "the connection's search path"
-        raise ActionError("UNDEFINED_TABLE", f"table {table!r} was not found in {where}",
+        hint = ""
+        if "." in table and not schema:
+            hint = f"; to name a schema, put {table.split('.', 1)[0]!r} in the schema field"
+        raise ActionError("UNDEFINED_TABLE", f"table {table!r} was not found in {where}{hint}",
                           extra={"table": table})
     columns = {name: typname for name, typname, _cat, _pk in rows}
     pk = tuple(r[0] for r in sorted((r for r in rows if r[3] is not None), key=lambda r: r[3]))
