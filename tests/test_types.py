@@ -8,6 +8,7 @@ from pgactions import Limits, Runtime
 
 TYPES_TABLE = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive AS int CHECK (VALUE > 0);
 CREATE TABLE everything (
     id serial PRIMARY KEY,
     small smallint, i int, big bigint, huge bigint, neg_huge bigint,
@@ -16,7 +17,7 @@ CREATE TABLE everything (
     ts timestamp, tstz timestamptz, ts_inf timestamptz, d date, t time, ttz timetz, iv interval,
     u uuid, j json, jb jsonb, b bytea, ints int[], texts text[], tstzs timestamptz[], nested int[][],
     ip inet, net cidr, mac macaddr, m mood, r int4range, dr daterange, money_v money,
-    pt point, bits bit(4), tsv tsvector
+    pt point, bits bit(4), tsv tsvector, moods mood[], pos positive, positives positive[]
 );
 INSERT INTO everything VALUES (
     DEFAULT, 1, 2, 9007199254740991, 9007199254740993, -9007199254740993,
@@ -27,7 +28,7 @@ INSERT INTO everything VALUES (
     '6f1b7c2e-7d0a-4c43-9a9e-0c7c3e1f2a11', '{"a": [1, 2.5, null], "b": "x"}', '{"b": {"c": true}, "a": 1}',
     '\\x00ff10', '{1,2,NULL}', '{"a","b c"}', '{"2026-01-15 10:30:00+00"}', '{{1,2},{3,4}}',
     '192.168.1.10/24', '10.0.0.0/8', '08:00:2b:01:02:03', 'happy', '[1,10)', '[2026-01-01,2026-02-01)', 12.34,
-    '(1.5,2)', B'1010', 'a fat cat'
+    '(1.5,2)', B'1010', 'a fat cat', '{sad,happy}', 7, '{1,2}'
 );
 """
 
@@ -43,7 +44,7 @@ EXPECTED = {
     "tstzs": ["2026-01-15T10:30:00Z"], "nested": [[1, 2], [3, 4]],
     "ip": "192.168.1.10/24", "net": "10.0.0.0/8", "mac": "08:00:2b:01:02:03", "m": "happy",
     "r": "[1,10)", "dr": "[2026-01-01,2026-02-01)", "money_v": "$12.34", "pt": "(1.5,2)", "bits": "1010",
-    "tsv": "'a' 'cat' 'fat'",
+    "tsv": "'a' 'cat' 'fat'", "moods": ["sad", "happy"], "pos": 7, "positives": [1, 2],
 }
 
 

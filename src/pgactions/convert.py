@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.adapt import Buffer, Loader
+from psycopg.types import TypeInfo
+from psycopg.types.array import register_array
 from psycopg.types.string import ByteaLoader
 
-__all__ = ["JSON_SAFE_INT", "register_loaders", "to_json_bytes"]
+__all__ = ["JSON_SAFE_INT", "register_loaders", "register_user_arrays", "to_json_bytes"]
 
 JSON_SAFE_INT = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 
@@ -131,6 +133,15 @@ def register_loaders(conn: psycopg.Connection[Any], numeric_as_number: bool = Fa
     for name in _AS_TEXT:
         if adapters.types.get(name) is not None:
             adapters.register_loader(name, TextLoader)
+
+
+def register_user_arrays(conn: psycopg.Connection[Any], types: list[tuple[str, int, int]]) -> None:
+    """Arrays of enums and domains as lists: (name, element type id, array type id) each.
+
+    A domain's elements load as its base type (an int domain gives ints), an enum's as labels.
+    """
+    for name, element_oid, array_oid in types:
+        register_array(TypeInfo(name, element_oid, array_oid), conn)
 
 
 def _fallback(value: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from .boundary import map_exception
-from .convert import register_loaders
+from .convert import register_loaders, register_user_arrays
 from .pool import ConnectionPool
 from .profiles import ConnectionProfile
 from .templating import quote_identifier
@@ -25,6 +25,17 @@ __all__ = ["PoolCache", "SESSION_STATE", "SessionState"]
 # Settings every session of ours runs with (set once per connection, in one round trip).
 SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
                     "extra_float_digits": "1"}
+
+
+# Arrays of enums and domains have type ids of the database's own: without this they would come
+# back as PostgreSQL's array text ("{sad,happy}").  Types created after a connection opened are
+# known to the connections opened after them (connections live an hour at most).
+_USER_ARRAY_TYPES_SQL = """
+SELECT t.typname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, t.typarray
+FROM pg_type t
+WHERE t.typtype IN ('e', 'd') AND t.typarray <> 0
+  AND t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+"""
 
 
 class SessionState:
@@ -92,7 +103,10 @@ class PoolCache:
             if profile.schema:
                 settings["search_path"] = _search_path(profile.schema)
             calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
-            conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
+            with conn.pipeline():  # one round trip for both
+                conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
+                user_arrays = conn.execute(_USER_ARRAY_TYPES_SQL)
+            register_user_arrays(conn, user_arrays.fetchall())
         except BaseException:
             conn.close()
             raise
