@@ -148,3 +148,11 @@ def test_templates_in_comments_are_left_alone(runtime: Runtime, guide_db) -> Non
     out = runtime.run("query_rows", guide_db.profile, {
         "query": "SELECT 1 AS one -- {{ not.rendered }}\n/* {{ nor.this }} */"}).data
     assert out["rows"] == [{"one": 1}]
+
+
+def test_braces_that_are_not_templates_stay_sql(runtime: Runtime, guide_db) -> None:
+    out = runtime.run("query_rows", guide_db.profile, {"query": """
+        SELECT '{{1,2},{3,4}}'::int[] AS matrix, '{{"a","b"}}'::text[] AS words,
+               '{"a": {"b": 1}}'::jsonb AS doc, $x${{1}}$x$ AS dollar"""}).data
+    assert out["rows"] == [{"matrix": [[1, 2], [3, 4]], "words": [["a", "b"]], "doc": {"a": {"b": 1}},
+                            "dollar": "{{1}}"}]

@@ -13,15 +13,17 @@ Templates in SQL text never become SQL text:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import pglast
+from jinja2 import TemplateSyntaxError
 from pglast import parser as pg_parser
 
 from .errors import ActionError
-from .templating import SQLIdentifier, render_expression, render_value
+from .templating import ENV, SQLIdentifier, render_expression, render_value
 
 __all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "statement_info"]
 
@@ -60,7 +62,7 @@ def analyse(sql: str) -> SqlPlan:
         text = sql[tok.start:tok.end + 1]
         if tok.name == "PARAM":
             placeholders.add(int(text[1:]))
-        elif tok.name == "SCONST" and "{{" in text:
+        elif tok.name == "SCONST" and _holds_template(text):
             if not text.startswith("'"):
                 raise ActionError(
                     "TEMPLATE_ERROR",
@@ -70,7 +72,7 @@ def analyse(sql: str) -> SqlPlan:
             pieces.append(_Piece("literal", text[1:-1].replace("''", "'")))
             cursor = tok.end + 1
             has_templates = True
-        elif tok.name == "IDENT" and text.startswith('"') and "{{" in text:
+        elif tok.name == "IDENT" and text.startswith('"') and _holds_template(text):
             raise ActionError("TEMPLATE_ERROR", "a template inside a quoted identifier is not allowed: "
                                                 "use {{ name | identifier }} instead")
         elif tok.name == "UNKNOWN" and text == "{":
@@ -89,6 +91,24 @@ def analyse(sql: str) -> SqlPlan:
     pieces.append(_Piece("text", sql[cursor:]))
     return SqlPlan(tuple(p for p in pieces if p.kind != "text" or p.text), frozenset(placeholders),
                    has_templates, touches_session)
+
+
+_TEMPLATE_START = re.compile(r"\{\{-?\s*[A-Za-z_]")
+
+
+def _holds_template(quoted: str) -> bool:
+    """Whether a quoted token holds a {{ template }}, not just braces.
+
+    '{{1,2},{3,4}}' is a two-dimensional array literal and '{"a": {"b": 1}}' JSON: a template
+    starts with a name ({{ trigger.x }}) and is valid Jinja.
+    """
+    if "{{" not in quoted or not _TEMPLATE_START.search(quoted):
+        return False
+    try:
+        ENV.parse(quoted)
+    except TemplateSyntaxError:
+        return False
+    return True
 
 
 def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[str, list[Any]]:
