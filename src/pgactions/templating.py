@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from .errors import ActionError
 
-__all__ = ["SQLIdentifier", "is_template", "quote_identifier", "render_value", "render_expression"]
+__all__ = ["ENV", "SQLIdentifier", "quote_identifier", "render_expression", "render_value"]
 
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 _PREPARER = postgresql.dialect().identifier_preparer
@@ -55,10 +55,6 @@ def _make_environment() -> ImmutableSandboxedEnvironment:
 
 
 ENV = _make_environment()
-
-
-def is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 @lru_cache(maxsize=1024)
