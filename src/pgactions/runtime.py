@@ -25,8 +25,6 @@ __all__ = ["ActionResult", "Runtime"]
 
 log = logging.getLogger("pgactions")
 
-ConnectionSpec = "str | dict[str, Any] | ConnectionProfile"
-
 
 @dataclass
 class ActionResult:

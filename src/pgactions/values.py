@@ -21,6 +21,6 @@ def bind_value(value: Any, json_column: bool = False) -> Any:
         if json_column or any(isinstance(v, (dict, list)) for v in value):
             return Jsonb(value)
         return value
-    if json_column and isinstance(value, (int, float, bool)) and not isinstance(value, str):
+    if json_column and isinstance(value, (int, float, bool)):
         return Jsonb(value)
     return value
