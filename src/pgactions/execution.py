@@ -106,9 +106,7 @@ class Session:
             except psycopg.Error:
                 self._discard = True
                 return
-        state = SESSION_STATE.get(conn)
-        if state is not None:
-            state.forget()
+        self.forget_session_state()
 
     # -- session settings --------------------------------------------------------------------
     def prepare(self, read_only: bool) -> None:

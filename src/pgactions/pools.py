@@ -3,7 +3,7 @@
 Each new connection is set up once: autocommit (every action is one statement, atomic on its
 own, so no BEGIN/ROLLBACK round trips), UTC/ISO output settings the JSON loaders rely on, the
 search path, and our loaders.  Session settings a statement might change (statement_timeout, read-only
-default) are tracked per connection in ``info`` and re-applied only when they differ.
+default) are tracked per connection in :data:`SESSION_STATE` and re-applied only when they differ.
 """
 
 from __future__ import annotations
