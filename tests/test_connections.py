@@ -151,7 +151,7 @@ def test_exhausted_pool_is_too_many_connections(db) -> None:
 
     from pgactions import Runtime as Rt
 
-    profile = {**db.profile, "poolSize": 1, "connectTimeout": 1}
+    profile = {**db.profile, "maxConnections": 1, "connectTimeout": 1}
     with Rt() as rt:
         rt.pools.pool(rt_profile := __import__("pgactions").load_profile(profile)).wait_timeout = 0.3
         busy = threading.Thread(target=lambda: rt.run("query_rows", rt_profile, {"query": "SELECT pg_sleep(1.5)"}))
@@ -186,7 +186,7 @@ def test_pool_reuses_an_ssl_connection(runtime: Runtime, db, ssl_server) -> None
 def test_concurrent_actions_share_a_capped_pool(runtime: Runtime, db, pg) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    profile = {**db.profile, "poolSize": 3}
+    profile = {**db.profile, "maxConnections": 3}
 
     def one(i: int) -> int:
         out = runtime.run("query_rows", profile, {"query": "SELECT $1::int * 2 AS v, pg_backend_pid() AS pid",

@@ -186,6 +186,12 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Retry the action.",
          "Check the server is running and the network is stable."),
         retryable=True),
+    "CANCELLED": ErrorSpec(
+        "The action was cancelled.",
+        "The flow engine (or the person running it) stopped the action before it finished; "
+        "whatever it had changed was rolled back.",
+        ("Run the action again if it is still needed.",),
+        retryable=True),
     "INVALID_INPUT": ErrorSpec(
         "The action's input is not valid.",
         "A required field is missing, a value has the wrong type, or the parameters do not match "

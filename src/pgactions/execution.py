@@ -21,7 +21,7 @@ from . import prepared_stream
 from .boundary import map_exception
 from .convert import to_json_bytes
 from .errors import ActionError
-from .pools import SESSION_STATE, PoolCache, SessionState
+from .pools import SESSION_SETTINGS, SESSION_STATE, PoolCache, SessionState, search_path
 from .profiles import ConnectionProfile
 from .sqltext import statement_info
 from .watchdog import Watchdog
@@ -40,7 +40,14 @@ class Limits:
     max_result_bytes: int = 10 * 1024 * 1024
     numeric_as_number: bool = False
 
-    def timeout_for(self, requested: float | None) -> float:
+    def timeout_for(self, requested: float | None, profile_default: float | None = None) -> float:
+        """The action's own timeout input, else the connection's statementTimeout, else the default."""
+        if requested is None and profile_default is not None:
+            if profile_default > self.max_timeout:
+                raise ActionError("INVALID_INPUT", f"the connection's statementTimeout {profile_default:g}s is "
+                                                   f"above the maximum of {self.max_timeout:g}s",
+                                  extra={"field": "connection.statementTimeout"})
+            return float(profile_default)
         if requested is None:
             return min(self.default_timeout, self.max_timeout)
         if requested > self.max_timeout:
@@ -68,9 +75,11 @@ class Session:
     """Context manager: checks a connection out, arms the watchdog, maps every failure once."""
 
     def __init__(self, pools: PoolCache, watchdog: Watchdog, profile: ConnectionProfile,
-                 timeout: float, limits: Limits) -> None:
+                 timeout: float, limits: Limits, app_name: str | None = None, cancel: Any = None) -> None:
         self.pools, self.watchdog, self.profile = pools, watchdog, profile
         self.timeout, self.limits = timeout, limits
+        self.app_name = app_name or profile.applicationName
+        self.cancel = cancel  # a threading.Event the host sets to stop the action
         self.parameters_given: int | None = None
         self._pool: Any = None
         self._watch: Any = None
@@ -78,20 +87,42 @@ class Session:
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Session:
+        if self.cancel is not None and self.cancel.is_set():
+            raise ActionError("CANCELLED", "the action was cancelled before it started")
         self._pool, self.conn = self.pools.checkout(self.profile)
-        self._watch = self.watchdog.arm(self.conn, self.timeout)
+        self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        own_failure = None  # a failure of the COMMIT below, which nobody else will raise
+        if exc is None:
+            exc = own_failure = self._commit_open_transaction()
         self.watchdog.disarm(self._watch)
         try:
             if exc is not None:
                 self._after_failure()
         finally:
             self._pool.put(self.conn, discard=self._discard)
-        if exc is not None and not isinstance(exc, ActionError) and isinstance(exc, Exception):
+        if exc is None:
+            return
+        if self._watch.cancelled:
+            raise ActionError("CANCELLED", "the action was cancelled while it ran; its changes were "
+                                           "rolled back") from None
+        if isinstance(exc, Exception) and not isinstance(exc, ActionError):
             raise map_exception(exc, connecting=False, timed_out=self._watch.fired,
                                 given_parameters=self.parameters_given) from None
+        if own_failure is not None:
+            raise own_failure
+
+    def _commit_open_transaction(self) -> BaseException | None:
+        """PgBouncer mode runs each action in a transaction of its own: commit it."""
+        if self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+            return None
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException as exc:  # a deferred constraint, a lost connection …
+            return exc
+        return None
 
     def _after_failure(self) -> None:
         conn = self.conn
@@ -113,15 +144,38 @@ class Session:
         """Make the session read-only (or not) with this action's statement timeout."""
         state = _state_of(self.conn)
         timeout_ms = max(1, int(self.timeout * 1000))
+        if state.pgbouncer:
+            self._begin_pooled_transaction(read_only, timeout_ms)
+            return
         settings: list[str] = []
         if _session_read_only(self.conn, state) is not read_only:
             settings += ["default_transaction_read_only", "on" if read_only else "off"]
         if state.timeout_ms != timeout_ms:
             settings += ["statement_timeout", str(timeout_ms)]
+        if self.conn.pgconn.parameter_status(b"application_name") != self.app_name.encode():
+            settings += ["application_name", self.app_name]  # reported by the server: no tracking needed
         if settings:
             calls = ", ".join("set_config(%s, %s, false)" for _ in range(len(settings) // 2))
             self.conn.execute(f"SELECT {calls}", settings)
             state.read_only, state.timeout_ms = read_only, timeout_ms
+
+    def _begin_pooled_transaction(self, read_only: bool, timeout_ms: int) -> None:
+        """PgBouncer mode: a transaction carrying every setting the action needs (one round trip)."""
+        settings = dict(SESSION_SETTINGS, statement_timeout=str(timeout_ms), application_name=self.app_name)
+        if self.profile.schema:
+            settings["search_path"] = search_path(self.profile.schema)
+        calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
+        with self.conn.pipeline():
+            self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN READ WRITE")
+            self.conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
+
+    def leave_transaction(self) -> bool:
+        """PgBouncer mode, after a statement refused to run in a transaction block (VACUUM, CREATE
+        INDEX CONCURRENTLY …): roll back so it can run on its own.  False when not applicable."""
+        if not _state_of(self.conn).pgbouncer or self.conn.pgconn.transaction_status != pq.TransactionStatus.INERROR:
+            return False
+        self.conn.execute("ROLLBACK")
+        return True
 
     def forget_session_state(self) -> None:
         state = SESSION_STATE.get(self.conn)
@@ -165,7 +219,8 @@ class Session:
                 return self._serialize(cur, _batched(stream), budget)
             finally:
                 stream.close()
-        cur.execute(sql, params, prepare=True)  # prepared: a single statement, as above
+        # Prepared (a single statement, as above) unless the connection must not prepare (PgBouncer).
+        cur.execute(sql, params, prepare=None if self.conn.prepare_threshold is None else True)
         return self.read_rows(cur, budget)
 
     def read_rows(self, cur: psycopg.Cursor[Any], budget: int) -> RowsJSON:

@@ -90,6 +90,29 @@ class ConnectionPool:
         if closing:
             _close_quietly(conn)
 
+    def close_expired(self) -> int:
+        """Close the idle connections past their idle time or lifetime; returns how many."""
+        now = time.monotonic()
+        with self._cond:
+            keep: list[tuple[Any, float]] = []
+            expired: list[tuple[Any, float]] = []
+            for conn, returned in self._idle:
+                old = now - returned > self.max_idle or now - self._born.get(id(conn), now) > self.max_lifetime
+                (expired if old else keep).append((conn, returned))
+            if not expired:
+                return 0
+            self._idle = keep
+            for conn, _ in expired:
+                self._forget(conn)
+            self._cond.notify_all()
+        for conn, _ in expired:
+            _close_quietly(conn)
+        return len(expired)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
     def close(self) -> None:
         """Close the idle connections now; connections in use are closed when they come back."""
         with self._cond:

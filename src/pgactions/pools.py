@@ -3,7 +3,16 @@
 Each new connection is set up once: autocommit (every action is one statement, atomic on its
 own, so no BEGIN/ROLLBACK round trips), UTC/ISO output settings the JSON loaders rely on, the
 search path, and our loaders.  Session settings a statement might change (statement_timeout, read-only
-default) are tracked per connection in :data:`SESSION_STATE` and re-applied only when they differ.
+default, application_name) are tracked per connection in :data:`SESSION_STATE` and re-applied only
+when they differ.
+
+In PgBouncer mode (``pgbouncer: true``) a client connection is not one server session: the
+pooler hands each transaction to whichever server connection is free.  So nothing is set on the
+session and nothing is prepared on the server; every action runs in its own transaction that
+begins by setting what it needs with ``set_config(…, true)`` (see ``Session.prepare``).
+
+A reaper thread closes connections idle for longer than their profile's ``idleTimeout``, so an
+idle flow engine holds no server connections.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from .pool import ConnectionPool
 from .profiles import ConnectionProfile
 from .templating import quote_identifier
 
-__all__ = ["PoolCache", "SESSION_STATE", "SessionState"]
+__all__ = ["PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "search_path"]
 
 # Settings every session of ours runs with (set once per connection, in one round trip).
 SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
@@ -41,11 +50,12 @@ WHERE t.typtype IN ('e', 'd') AND t.typarray <> 0
 class SessionState:
     """What we last set on one connection; None means unknown (re-apply before use)."""
 
-    __slots__ = ("read_only", "timeout_ms", "cursor")
+    __slots__ = ("read_only", "timeout_ms", "cursor", "pgbouncer")
 
-    def __init__(self, read_only: bool | None, timeout_ms: int | None) -> None:
+    def __init__(self, read_only: bool | None, timeout_ms: int | None, pgbouncer: bool = False) -> None:
         self.read_only = read_only
         self.timeout_ms = timeout_ms
+        self.pgbouncer = pgbouncer
         # One RawCursor per connection, reused: a new cursor sets up its loaders again (~25 µs).
         self.cursor: Any = None
 
@@ -66,6 +76,8 @@ class PoolCache:
         self._pools: dict[ConnectionProfile, ConnectionPool] = {}
         self._lock = threading.Lock()
         self._numeric_as_number = numeric_as_number
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def pool(self, profile: ConnectionProfile) -> ConnectionPool:
         pool = self._pools.get(profile)
@@ -73,16 +85,35 @@ class PoolCache:
             with self._lock:
                 pool = self._pools.get(profile)
                 if pool is None:
-                    pool = ConnectionPool(lambda: self._open(profile), max_size=profile.poolSize,
-                                          wait_timeout=profile.connectTimeout + 20)
+                    pool = ConnectionPool(lambda: self._open(profile), max_size=profile.maxConnections,
+                                          wait_timeout=profile.connectTimeout + 20, max_idle=profile.idleTimeout)
                     self._pools[profile] = pool
+                    self._start_reaper()
         return pool
 
     def close_all(self) -> None:
+        """Close every pool (connections in use close when their action ends) and the reaper."""
+        self._stop.set()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+
+    def _start_reaper(self) -> None:
+        """Under the lock: one thread per PoolCache, started with its first pool."""
+        if self._reaper is None and not self._stop.is_set():
+            self._reaper = threading.Thread(target=self._reap, name="pgactions-pool-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            pools = list(self._pools.values())
+            # Look a few times per shortest idle timeout, so a connection closes soon after its time.
+            interval = min([p.max_idle / 4 for p in pools] + [30.0])
+            if self._stop.wait(max(0.2, interval)):
+                return
+            for pool in pools:
+                pool.close_expired()
 
     def checkout(self, profile: ConnectionProfile) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
         """A pooled connection; failures to connect become friendly errors."""
@@ -98,10 +129,15 @@ class PoolCache:
         conn = psycopg.Connection.connect(autocommit=True, **profile.connect_kwargs())
         try:
             register_loaders(conn, self._numeric_as_number)
+            if profile.pgbouncer:
+                conn.prepare_threshold = None  # a pooler may run the next statement elsewhere
+                register_user_arrays(conn, conn.execute(_USER_ARRAY_TYPES_SQL).fetchall())
+                SESSION_STATE[conn] = SessionState(None, None, pgbouncer=True)
+                return conn
             settings = dict(SESSION_SETTINGS, default_transaction_read_only="on",
                             statement_timeout=str(DEFAULT_TIMEOUT_MS))
             if profile.schema:
-                settings["search_path"] = _search_path(profile.schema)
+                settings["search_path"] = search_path(profile.schema)
             calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
             with conn.pipeline():  # one round trip for both
                 conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
@@ -114,5 +150,5 @@ class PoolCache:
         return conn
 
 
-def _search_path(schema: str) -> str:
+def search_path(schema: str) -> str:
     return f"{quote_identifier(schema)}, public"

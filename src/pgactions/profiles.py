@@ -1,29 +1,52 @@
 """Connection profiles: a form's fields, a ``postgresql://`` URL, or a YAML/JSON file of either.
 
-The password lives in the profile and nowhere else: ``repr`` hides it and :meth:`secrets`
-lets the error boundary scrub it from anything shown to a user.
+Where a value comes from, highest first: the profile's own fields, then its ``url``, then the
+standard libpq environment variables (PGHOST, PGPORT …, unless the host sets
+``PGACTIONS_IGNORE_PG_ENV=1``), then the defaults of ``schemas/connection.schema.json``.  The whole
+result is validated once, so a bad value is reported under the name the user wrote it with
+(``port``, ``url: sslmode``, ``PGPORT``).
+
+Secrets (password, private key, key pass phrase, OAuth secret) live in the profile and nowhere
+else: ``repr`` hides them and :meth:`ConnectionProfile.secrets` lets the error boundary scrub them
+from anything shown to a user.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+import os
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jsonschema
 import yaml
 
 from .errors import ActionError
+from .pemfiles import is_pem_text, materialize
 
 __all__ = ["ConnectionProfile", "load_profile"]
 
-_URL_QUERY_KEYS = {
-    "sslmode": "sslMode", "sslrootcert": "sslRootCert", "connect_timeout": "connectTimeout",
-    "application_name": "applicationName",
+# libpq keyword → profile field, for URL query strings and environment variables.
+_LIBPQ_FIELDS = {
+    "host": "host", "port": "port", "dbname": "database", "user": "username", "password": "password",
+    "sslmode": "sslMode", "sslrootcert": "sslRootCert", "sslcert": "sslCert", "sslkey": "sslKey",
+    "sslpassword": "sslPassword", "connect_timeout": "connectTimeout", "application_name": "applicationName",
 }
+_ENVIRONMENT = {
+    "PGHOST": "host", "PGPORT": "port", "PGDATABASE": "database", "PGUSER": "username",
+    "PGPASSWORD": "password", "PGSSLMODE": "sslMode", "PGSSLROOTCERT": "sslRootCert",
+    "PGSSLCERT": "sslCert", "PGSSLKEY": "sslKey", "PGCONNECT_TIMEOUT": "connectTimeout",
+    "PGAPPNAME": "applicationName",
+}
+_NUMERIC_FIELDS = {"port": int, "connectTimeout": float, "statementTimeout": float,
+                   "maxConnections": int, "idleTimeout": float}
+# Fields whose values are never echoed (validation messages, reprs).
+SECRET_FIELDS = frozenset({"password", "sslKey", "sslPassword", "url"})
+# libpq options that hold secrets when passed through extraOptions.
+_SECRET_OPTIONS = frozenset({"oauth_client_secret", "scram_client_key", "scram_server_key"})
 
 
 @dataclass(frozen=True)
@@ -35,87 +58,197 @@ class ConnectionProfile:
     password: str | None = None
     sslMode: str = "prefer"
     sslRootCert: str | None = None
+    sslCert: str | None = None
+    sslKey: str | None = None
+    sslPassword: str | None = None
     connectTimeout: float = 10
+    statementTimeout: float | None = None
     schema: str | None = None
     applicationName: str = "pgactions"
-    poolSize: int = 5
+    maxConnections: int = 5
+    idleTimeout: float = 300
+    pgbouncer: bool = False
+    # Other libpq keywords (keepalives_idle, target_session_attrs, hostaddr …), sorted pairs so the
+    # profile stays hashable (pools are cached per profile).
+    extraOptions: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                          if f.name != "password" and getattr(self, f.name) is not None)
-        return f"ConnectionProfile({shown}, password={'***' if self.password else None})"
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == ():
+                continue
+            if f.name in SECRET_FIELDS:
+                value = "***"
+            elif f.name == "extraOptions":
+                value = {k: ("***" if k in _SECRET_OPTIONS else v) for k, v in value}
+            shown.append(f"{f.name}={value!r}" if value != "***" else f"{f.name}=***")
+        return f"ConnectionProfile({', '.join(shown)})"
 
     __str__ = __repr__
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.password,) if self.password else ()
+        found = [self.password, self.sslPassword]
+        if self.sslKey and is_pem_text(self.sslKey):
+            found.append(self.sslKey)
+            found.extend(line for line in self.sslKey.splitlines() if len(line) >= 16)
+        found.extend(v for k, v in self.extraOptions if k in _SECRET_OPTIONS)
+        return tuple(s for s in found if s)
+
+    @property
+    def tls_files(self) -> dict[str, str]:
+        """sslrootcert/sslcert/sslkey as file paths (PEM text written to private files)."""
+        files = {}
+        for keyword, value in (("sslrootcert", self.sslRootCert), ("sslcert", self.sslCert),
+                               ("sslkey", self.sslKey)):
+            if value:
+                files[keyword] = value if value == "system" else materialize(value)
+        return files
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect (libpq names)."""
-        kwargs: dict[str, Any] = {
+        kwargs: dict[str, Any] = dict(self.extraOptions)
+        kwargs.update({
             "host": self.host, "port": self.port, "dbname": self.database, "user": self.username,
-            "sslmode": self.sslMode, "connect_timeout": max(1, int(round(self.connectTimeout))),
-            "application_name": self.applicationName,
-        }
+            "sslmode": self.sslMode, "connect_timeout": max(2, int(round(self.connectTimeout))),
+            "application_name": self.applicationName[:63],
+        })
         if self.password is not None:
             kwargs["password"] = self.password
-        if self.sslRootCert:
-            kwargs["sslrootcert"] = self.sslRootCert
+        if self.sslPassword is not None:
+            kwargs["sslpassword"] = self.sslPassword
+        kwargs.update(self.tls_files)
         return kwargs
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConnectionProfile:
-        from .manifests import load_schema
-
-        validator = jsonschema.Draft202012Validator(load_schema("connection.schema.json"))
-        problems = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-        if problems:
-            errors = [{"path": "/".join(map(str, e.absolute_path)) or "(connection)",
-                       "message": _safe_message(e)} for e in problems]
-            raise ActionError("INVALID_INPUT", "the connection is not valid: " +
-                              "; ".join(f"{e['path']}: {e['message']}" for e in errors),
-                              extra={"errors": errors})
-        values = dict(data)
-        url = values.pop("url", None)
-        base = cls.from_url(url) if url else cls()
-        return replace(base, **values)
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        if isinstance(data.get("url"), str) and data["url"].startswith(("postgresql://", "postgres://")):
+            for key, value in _parse_url(data["url"]).items():
+                values[key], origins[key] = value, f"url: {key}"
+        for key, value in data.items():
+            if key != "url":
+                values[key], origins[key] = value, key
+        for var, key in _environment_defaults().items():
+            if key not in values:
+                values[key], origins[key] = os.environ[var], var
+        for key, kind in _NUMERIC_FIELDS.items():
+            if origins.get(key, key) != key and isinstance(values.get(key), str):
+                values[key] = _number(values[key], kind)  # URL and environment values are text
+        _validate(data, values, origins)
+        values.pop("url", None)
+        options = values.pop("extraOptions", {})
+        return cls(**values, extraOptions=tuple(sorted((k, _option_text(v)) for k, v in options.items())))
 
     @classmethod
     def from_url(cls, url: str) -> ConnectionProfile:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ActionError("INVALID_INPUT", "a connection URL must start with postgresql://")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        values: dict[str, Any] = {}
-        try:
-            port = parts.port
-        except ValueError:
-            raise ActionError("INVALID_INPUT", "the connection URL has an invalid port") from None
-        if parts.hostname:
-            values["host"] = unquote(parts.hostname)
-        if port:
-            values["port"] = port
-        if parts.path.strip("/"):
-            values["database"] = unquote(parts.path.lstrip("/"))
-        if parts.username:
-            values["username"] = unquote(parts.username)
-        if parts.password is not None:
-            values["password"] = unquote(parts.password)
-        for key, field in _URL_QUERY_KEYS.items():
-            if key in query:
-                values[field] = query[key]
-        if "host" in query:  # ?host=/var/run/postgresql (Unix socket)
-            values["host"] = query["host"]
-        if "connectTimeout" in values:
-            values["connectTimeout"] = float(values["connectTimeout"])
-        if "options" in query and "search_path=" in query["options"]:
-            values["schema"] = query["options"].split("search_path=")[1].split()[0]
-        return replace(cls(), **values)
+        return cls.from_dict({"url": url})
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    """A postgresql:// URL as profile fields; libpq query keywords without a field go to extraOptions."""
+    parts = urlsplit(url)
+    values: dict[str, Any] = {}
+    port: int | str | None
+    try:
+        port = parts.port
+    except ValueError:
+        port = parts.netloc.rsplit(":", 1)[-1]  # kept as text: validation names it
+    if parts.hostname:
+        values["host"] = unquote(parts.hostname)
+    if port:
+        values["port"] = port
+    if parts.path.strip("/"):
+        values["database"] = unquote(parts.path.lstrip("/"))
+    if parts.username:
+        values["username"] = unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = unquote(parts.password)
+    extra: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _LIBPQ_FIELDS:
+            values[_LIBPQ_FIELDS[key]] = value
+        elif key == "pgbouncer":  # Prisma's and Supabase's convention
+            values["pgbouncer"] = value.lower() in ("true", "1", "yes", "on")
+        elif key == "options" and "search_path=" in value:
+            values["schema"] = value.split("search_path=")[1].split()[0]
+        else:
+            extra[key] = value
+    if extra:
+        values["extraOptions"] = extra
+    return values
+
+
+def _option_text(value: Any) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)  # libpq reads booleans as 1/0
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        return text  # left as text: validation reports it under its origin
+
+
+def _environment_defaults() -> dict[str, str]:
+    if os.environ.get("PGACTIONS_IGNORE_PG_ENV") == "1":
+        return {}
+    return {var: key for var, key in _ENVIRONMENT.items() if os.environ.get(var)}
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    from .manifests import load_schema
+
+    return jsonschema.Draft202012Validator(load_schema("connection.schema.json"))
+
+
+def _validate(data: dict[str, Any], values: dict[str, Any], origins: dict[str, str]) -> None:
+    """Check the merged values (and the URL's form); report each problem under its origin."""
+    merged = dict(values)
+    if "url" in data:
+        merged["url"] = data["url"]
+    problems = []
+    for error in sorted(_validator().iter_errors(merged), key=lambda e: list(e.absolute_path)):
+        path = list(error.absolute_path)
+        field = str(path[0]) if path else ""
+        label = origins.get(field, field) if field else "(connection)"
+        if len(path) > 1:
+            label += "/" + "/".join(map(str, path[1:]))
+        problems.append({"path": label, "message": _safe_message(error)})
+    problems.extend(_option_problems(values.get("extraOptions")))
+    if problems:
+        raise ActionError("INVALID_INPUT", "the connection is not valid: " +
+                          "; ".join(f"{p['path']}: {p['message']}" for p in problems),
+                          extra={"errors": problems})
+
+
+def _option_problems(options: Any) -> list[dict[str, str]]:
+    if not isinstance(options, dict):
+        return []
+    problems = []
+    for key in options:
+        if key in _LIBPQ_FIELDS:
+            problems.append({"path": f"extraOptions/{key}",
+                             "message": f"use the {_LIBPQ_FIELDS[key]} field instead"})
+        elif key not in _libpq_keywords():
+            problems.append({"path": f"extraOptions/{key}", "message": "not a libpq connection option"})
+    return problems
+
+
+@lru_cache(maxsize=1)
+def _libpq_keywords() -> frozenset[str]:
+    from psycopg import pq
+
+    return frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults())
 
 
 def _safe_message(error: jsonschema.ValidationError) -> str:
     """jsonschema quotes the offending value; never echo a secret field's value."""
-    if error.absolute_path and error.absolute_path[-1] in ("password", "url"):
+    path = list(error.absolute_path)
+    secret = bool(path) and (path[0] in SECRET_FIELDS or (len(path) > 1 and path[1] in _SECRET_OPTIONS))
+    if secret or error.validator == "additionalProperties" and "password" in error.message.lower():
         return f"invalid value ({error.validator} check failed)"
     return error.message
 
@@ -127,15 +260,24 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     if not isinstance(spec, (str, dict)):
         raise ActionError("INVALID_INPUT", "the connection must be a postgresql:// URL, a profile object "
                                            "or the path of a profile file", extra={"field": "connection"})
+    environment = tuple(os.environ.get(var) for var in (*_ENVIRONMENT, "PGACTIONS_IGNORE_PG_ENV"))
     if isinstance(spec, dict):
         try:
-            key = tuple(spec.items())  # a host passes the same object each run: same order
+            key = tuple((k, _freeze(v)) for k, v in spec.items())  # a host passes the same object each run
             hash(key)
         except TypeError:  # an unhashable value: it will fail validation anyway
             return ConnectionProfile.from_dict(spec)
-        return _profile_from_items(key)
+        return _profile_from_items(key, environment)
     if spec.startswith(("postgresql://", "postgres://")):
-        return _profile_from_url(spec)
+        return _profile_from_items((("url", spec),), environment)
+    return _profile_from_file(spec)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
+def _profile_from_file(spec: str) -> ConnectionProfile:
     path = Path(spec)
     if not path.is_file():
         raise ActionError("INVALID_INPUT", f"the connection {spec!r} is neither a postgresql:// URL "
@@ -151,12 +293,9 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     return ConnectionProfile.from_dict(data)
 
 
-# A flow engine passes the same connection object on every run: parse and validate it once.
+# A flow engine passes the same connection object on every run: parse and validate it once
+# (per state of the PG* environment variables, which are defaults).
 @lru_cache(maxsize=256)
-def _profile_from_items(items: tuple[tuple[str, Any], ...]) -> ConnectionProfile:
-    return ConnectionProfile.from_dict(dict(items))
-
-
-@lru_cache(maxsize=256)
-def _profile_from_url(url: str) -> ConnectionProfile:
-    return ConnectionProfile.from_url(url)
+def _profile_from_items(items: tuple[tuple[str, Any], ...], _environment: tuple[str | None, ...]) -> ConnectionProfile:
+    return ConnectionProfile.from_dict({k: dict(v) if k == "extraOptions" and isinstance(v, tuple) else v
+                                        for k, v in items})

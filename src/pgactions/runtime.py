@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,8 +61,14 @@ class Runtime:
         self.pools.close_all()
 
     def run(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
-            inputs: dict[str, Any], context: dict[str, Any] | None = None) -> ActionResult:
-        """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure."""
+            inputs: dict[str, Any], context: dict[str, Any] | None = None, *,
+            flow: str | None = None, step: str | None = None,
+            cancel: threading.Event | None = None) -> ActionResult:
+        """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure.
+
+        *flow* and *step* tag the session's ``application_name`` (seen in pg_stat_activity) so a
+        DBA can tell which flow runs a query; setting *cancel* stops the action (CANCELLED).
+        """
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:
@@ -69,10 +76,11 @@ class Runtime:
             profile = load_profile(connection)
             secrets = profile.secrets()
             checked = validate_inputs(manifest, inputs)
-            timeout = self.limits.timeout_for(checked.get("timeout"))
+            timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
             flow_context = _flow_context(context)
             handler = get_handler(manifest.handler)
-            with Session(self.pools, self.watchdog, profile, timeout, self.limits) as session:
+            app_name = tagged_application_name(profile.applicationName, flow, step)
+            with Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel) as session:
                 output = handler(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
                 raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
@@ -85,6 +93,16 @@ class Runtime:
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
         return ActionResult(action_id, output, elapsed)
+
+
+def tagged_application_name(base: str, flow: str | None, step: str | None) -> str:
+    """``base flow=… step=…`` in at most 63 printable ASCII characters (the server's limits)."""
+    tag = base
+    if flow:
+        tag += f" flow={flow}"
+    if step:
+        tag += f" step={step}"
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in tag)[:63]
 
 
 def _flow_context(context: dict[str, Any] | None) -> dict[str, Any]:

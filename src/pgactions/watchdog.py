@@ -1,7 +1,8 @@
 """The client-side half of the timeout: one thread that rescues actions whose server went silent.
 
 The server enforces ``statement_timeout`` itself; this covers what it cannot: a server or network
-that stops answering.  When an action passes its deadline (timeout + grace) the watchdog first
+that stops answering, and a host cancelling an action (``Runtime.run(…, cancel=event)``): the
+cancel goes out at the next scan after the event is set.  When an action passes its deadline (timeout + grace) the watchdog first
 sends a cancel request, then, if the action is still stuck, shuts the socket down so the blocked
 read returns.
 
@@ -31,11 +32,13 @@ SCAN_INTERVAL = 0.25  # how often the thread looks for expired watches
 class Watch:
     """One armed action."""
 
-    __slots__ = ("conn", "deadline", "fired", "done", "stage", "busy")
+    __slots__ = ("conn", "deadline", "fired", "done", "stage", "busy", "cancel", "cancelled")
 
-    def __init__(self, conn: Any, deadline: float) -> None:
+    def __init__(self, conn: Any, deadline: float, cancel: Any = None) -> None:
         self.conn = conn
         self.deadline = deadline
+        self.cancel = cancel  # the host's threading.Event, or None
+        self.cancelled = False  # fired because the host cancelled, not because time ran out
         self.fired = False
         self.done = False
         self.stage = 0
@@ -49,8 +52,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def arm(self, conn: Any, timeout: float) -> Watch:
-        watch = Watch(conn, time.monotonic() + timeout + CANCEL_GRACE)
+    def arm(self, conn: Any, timeout: float, cancel: Any = None) -> Watch:
+        watch = Watch(conn, time.monotonic() + timeout + CANCEL_GRACE, cancel)
         self._active[id(watch)] = watch
         if self._thread is None:
             self._start()
@@ -77,7 +80,12 @@ class Watchdog:
             time.sleep(SCAN_INTERVAL)
             now = time.monotonic()
             for watch in list(self._active.values()):
-                if not watch.done and watch.deadline <= now:
+                if watch.done:
+                    continue
+                if watch.stage == 0 and watch.cancel is not None and watch.cancel.is_set():
+                    watch.cancelled = True
+                    self._expire(watch)
+                elif watch.deadline <= now:
                     self._expire(watch)
 
     def _expire(self, watch: Watch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from ..convert import to_json_bytes
 from ..execution import Session
 from ..manifests import Manifest
@@ -24,10 +26,19 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     cur = session.raw_cursor()
     params = [bind_value(v) for v in values]
     budget = session.limits.max_result_bytes - _ENVELOPE_BYTES
-    if shape == "status" and not params and statement_info(sql).count > 1:
-        rows = _run_script(session, cur, sql, budget)
-    else:
-        rows = session.run_statement(cur, sql, params, budget)
+    script = shape == "status" and not params and statement_info(sql).count > 1
+
+    def execute() -> Any:
+        return _run_script(session, cur, sql, budget) if script else session.run_statement(cur, sql, params, budget)
+
+    try:
+        rows = execute()
+    except psycopg.errors.ActiveSqlTransaction:
+        # PgBouncer mode wraps each action in a transaction; VACUUM, CREATE INDEX CONCURRENTLY
+        # and the like refuse one, so they run on their own (the pooler keeps the connection).
+        if not session.leave_transaction():
+            raise
+        rows = execute()
     if analyse(query).touches_session or shape == "status":
         # The statement may have changed session settings (SET, set_config): re-apply next time.
         session.forget_session_state()
