@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from pgactions.local_server import LocalServer, ServerNotAvailable, _embedded_bi
 APP_PASSWORD = "app-s3cret-Pw!"
 SSLONLY_PASSWORD = "sslonly-s3cret"
 LIMITED_PASSWORD = "limited-s3cret"
+CERTUSER = "certuser"  # logs in with a client certificate only (pg_hba "cert")
 
 
 @dataclass
@@ -64,12 +66,12 @@ def _prepare_roles(server: TestServer) -> None:
         conn.execute("CREATE DATABASE pgactions_test")
         for role, password, extra in (("app", APP_PASSWORD, ""), ("sslonly", SSLONLY_PASSWORD, ""),
                                       ("limited", LIMITED_PASSWORD, " CONNECTION LIMIT 1"),
-                                      ("noaccess", "noaccess-pw", "")):
+                                      ("noaccess", "noaccess-pw", ""), (CERTUSER, "certuser-unused-pw", "")):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'{extra}")
         conn.execute("GRANT ALL ON DATABASE pgactions_test TO app")
-        conn.execute("GRANT CONNECT ON DATABASE pgactions_test TO sslonly, limited, noaccess")
+        conn.execute(f"GRANT CONNECT ON DATABASE pgactions_test TO sslonly, limited, noaccess, {CERTUSER}")
     with server.admin() as conn:
         conn.execute("GRANT CREATE ON SCHEMA public TO app")
 
@@ -116,7 +118,8 @@ def _start_local(embedded: bool, only_embedded: bool = False) -> LocalServer | N
         return None
     return LocalServer(
         ssl=True, max_connections=40, bindir=bindir,
-        extra_hba=["hostnossl all sslonly 127.0.0.1/32 reject", "hostnossl all sslonly ::1/128 reject"],
+        extra_hba=["hostnossl all sslonly 127.0.0.1/32 reject", "hostnossl all sslonly ::1/128 reject",
+                   f"hostssl all {CERTUSER} 127.0.0.1/32 cert", f"host all {CERTUSER} 127.0.0.1/32 reject"],
     ).start()
 
 
@@ -158,17 +161,71 @@ def ssl_server(local_server: LocalServer) -> LocalServer:
     return local_server
 
 
+@pytest.fixture(scope="session")
+def ssl_only_server(pg: TestServer) -> Iterator[LocalServer]:
+    """A second server that accepts SSL connections only, with a self-signed certificate and few
+    connection slots (5 for ordinary roles), for the failures one shared server cannot show."""
+    if pg.local is None or not pg.local.ssl:
+        pytest.skip("needs local PostgreSQL binaries built with SSL (install Debian's postgresql)")
+    server = LocalServer(ssl=True, self_signed=True, max_connections=8, bindir=pg.local._bindir,
+                         extra_hba=["hostnossl all all 127.0.0.1/32 reject", "hostnossl all all ::1/128 reject"])
+    server.start()
+    try:
+        server.psql(f"CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'")
+        server.psql("CREATE DATABASE pgactions_test OWNER app")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: TestServer) -> Iterator[Any]:
+    """PgBouncer in transaction mode in front of the suite's server."""
+    from .pgbouncer import PgBouncer, find_pgbouncer
+
+    binary = find_pgbouncer()
+    if binary is None or pg.local is None:
+        pytest.skip("PgBouncer is not installed (apt-get install -y pgbouncer; .ci/run installs it)")
+    bouncer = PgBouncer(binary, pg.port, "pgactions_test", {"app": APP_PASSWORD}).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def pooler(request: pytest.FixtureRequest) -> str:
+    """How tests reach the server: "direct", or "pgbouncer" for tests marked ``pooler_modes``
+    (which then run twice; see pytest_generate_tests)."""
+    return getattr(request, "param", "direct")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("pooler_modes") and "pooler" in metafunc.fixturenames:
+        metafunc.parametrize("pooler", ["direct", "pgbouncer"], indirect=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pooler_modes: also run the test through PgBouncer in transaction "
+                                       "mode, with the profile's pgbouncer mode on")
+
+
 @dataclass
 class TestDB:
-    """One test's schema on the shared server, and a profile whose search path starts there."""
+    """One test's schema on the shared server, and a profile whose search path starts there
+    (through PgBouncer in transaction mode when the test runs in that mode)."""
 
     __test__ = False
 
     server: TestServer
     schema: str
+    bouncer_port: int | None = None
 
     @property
     def profile(self) -> dict[str, Any]:
+        if self.bouncer_port is not None:
+            url = f"postgresql://app:{quote(APP_PASSWORD, safe='')}@127.0.0.1:{self.bouncer_port}/pgactions_test"
+            return {"url": url, "schema": self.schema, "sslMode": "disable", "pgbouncer": True}
         return {"url": self.server.url(), "schema": self.schema, "sslMode": "disable"}
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -180,11 +237,12 @@ class TestDB:
 
 
 @pytest.fixture
-def db(pg: TestServer) -> Iterator[TestDB]:
+def db(pg: TestServer, pooler: str, request: pytest.FixtureRequest) -> Iterator[TestDB]:
     schema = "t_" + uuid.uuid4().hex[:12]
+    bouncer_port = request.getfixturevalue("pgbouncer").port if pooler == "pgbouncer" else None
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield TestDB(pg, schema)
+    yield TestDB(pg, schema, bouncer_port)
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

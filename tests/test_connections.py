@@ -197,3 +197,12 @@ def test_concurrent_actions_share_a_capped_pool(runtime: Runtime, db, pg) -> Non
     with ThreadPoolExecutor(max_workers=8) as executor:
         pids = set(executor.map(one, range(400)))
     assert 1 <= len(pids) <= 3
+
+
+def test_a_failed_statement_keeps_its_connection(runtime: Runtime, db) -> None:
+    """A server error leaves the connection idle and clean: the next action reuses it."""
+    pid = runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS p"}).data["rows"][0]["p"]
+    for query in ("SELECT 1/0", "SELECT * FROM nope", "SELECT g/(g-3) FROM generate_series(1, 5000) g"):
+        with pytest.raises(ActionError):
+            runtime.run("query_rows", db.profile, {"query": query})
+        assert runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS p"}).data["rows"][0]["p"] == pid

@@ -119,6 +119,7 @@ def test_sleep_past_the_timeout(runtime: Runtime, db) -> None:
     assert runtime.run("query_rows", db.profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
 
 
+@pytest.mark.pooler_modes
 def test_undefined_table_and_column(runtime: Runtime, guide_db) -> None:
     assert fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT * FROM userz"})["code"] == "UNDEFINED_TABLE"
     assert fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT nme FROM users"})["code"] == "UNDEFINED_COLUMN"
@@ -133,6 +134,7 @@ def test_undefined_table_and_column(runtime: Runtime, guide_db) -> None:
     assert out["insertedId"] == 3
 
 
+@pytest.mark.pooler_modes
 @pytest.mark.parametrize("columns, code", [
     ({"name": "Dup", "email": "john@example.com"}, "UNIQUE_VIOLATION"),
     ({"email": "nobody@example.com"}, "NOT_NULL_VIOLATION"),
@@ -153,6 +155,7 @@ def test_foreign_key_and_check_violations(runtime: Runtime, guide_db) -> None:
     assert guide_db.sql("SELECT count(*) FROM orders") == [(0,)]
 
 
+@pytest.mark.pooler_modes
 def test_failed_multi_row_update_rolls_back(runtime: Runtime, guide_db) -> None:
     # The second row breaks the unique key: the first row's change must not survive either.
     err = fail(runtime, "update_rows", guide_db.profile, {
@@ -161,12 +164,14 @@ def test_failed_multi_row_update_rolls_back(runtime: Runtime, guide_db) -> None:
     assert guide_db.sql("SELECT email FROM users ORDER BY id") == [("john@example.com",), ("mary@example.com",)]
 
 
+@pytest.mark.pooler_modes
 def test_invalid_value(runtime: Runtime, guide_db) -> None:
     err = fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT * FROM users WHERE id = $1::int",
                                                          "parameters": ["abc"]})
     assert err["code"] == "INVALID_VALUE" and err["sqlstate"] == "22P02"
 
 
+@pytest.mark.pooler_modes
 def test_query_rows_is_read_only(runtime: Runtime, guide_db) -> None:
     err = fail(runtime, "query_rows", guide_db.profile, {"query": "DELETE FROM users"})
     assert err["code"] == "READ_ONLY_VIOLATION"
@@ -277,6 +282,7 @@ def test_bad_input_is_always_a_coded_error(runtime: Runtime, guide_db, connectio
     assert guide_db.sql("SELECT count(*) FROM users") == [(2,)]
 
 
+@pytest.mark.pooler_modes
 def test_execute_query_runs_a_script_all_or_nothing(runtime: Runtime, guide_db) -> None:
     out = runtime.run("execute_query", guide_db.profile, {"query": """
         CREATE TABLE audit (id serial PRIMARY KEY, note text);
@@ -292,3 +298,15 @@ def test_execute_query_runs_a_script_all_or_nothing(runtime: Runtime, guide_db) 
 def test_execute_query_runs_statements_that_refuse_transactions(runtime: Runtime, guide_db) -> None:
     for query in ("CREATE INDEX CONCURRENTLY idx_users_name ON users (name)", "VACUUM ANALYZE users"):
         assert runtime.run("execute_query", guide_db.profile, {"query": query}).data == {"success": True, "rowCount": 0}
+
+
+def test_pgbouncer_mode_runs_statements_that_refuse_transactions(runtime: Runtime, pgbouncer, guide_db) -> None:
+    """Behind a transaction pooler each action is a transaction of its own; VACUUM and CREATE INDEX
+    CONCURRENTLY refuse one, so they run alone.  Outside our transaction the profile's schema is
+    not on the search path (a pooler keeps no session settings): such statements name it."""
+    profile = {**guide_db.profile, "url": guide_db.profile["url"].replace(f":{guide_db.server.port}/",
+                                                                         f":{pgbouncer.port}/"), "pgbouncer": True}
+    schema = guide_db.schema
+    for query in (f'CREATE INDEX CONCURRENTLY idx_users_name ON "{schema}".users (name)', f'VACUUM ANALYZE "{schema}".users'):
+        assert runtime.run("execute_query", profile, {"query": query}).data == {"success": True, "rowCount": 0}
+    assert guide_db.sql("SELECT indexname FROM pg_indexes WHERE indexname = 'idx_users_name'") == [("idx_users_name",)]

@@ -8,6 +8,9 @@ import pytest
 
 from pgactions import ActionError, Runtime
 
+# Also run through PgBouncer in transaction mode (conftest: pooler_modes).
+pytestmark = pytest.mark.pooler_modes
+
 
 def test_query_rows_active_users(runtime: Runtime, guide_db) -> None:
     out = runtime.run("query_rows", guide_db.profile, {

@@ -13,6 +13,7 @@ import pytest
 from pgactions import ActionError, Limits, Runtime
 
 
+@pytest.mark.pooler_modes
 def test_server_side_timeout_cancels_the_statement(runtime: Runtime, db) -> None:
     started = time.monotonic()
     with pytest.raises(ActionError) as info:
@@ -31,6 +32,7 @@ def test_host_configured_maximum(db) -> None:
         assert info.value.code == "QUERY_TIMEOUT"
 
 
+@pytest.mark.pooler_modes
 def test_client_side_timeout_when_the_server_stops_answering(runtime: Runtime, db, local_server) -> None:
     """The backend is frozen (SIGSTOP): statement_timeout cannot fire, the watchdog must."""
     if os.geteuid() != 0 and os.environ.get("USER") != "postgres":
@@ -68,6 +70,7 @@ def test_client_side_timeout_when_the_server_stops_answering(runtime: Runtime, d
 BIG_QUERY = "SELECT g AS id, repeat('x', 1000) AS payload FROM generate_series(1, $1::int) g"
 
 
+@pytest.mark.pooler_modes
 def test_result_too_large_stops_reading(db) -> None:
     with Runtime(Limits(max_result_bytes=100_000)) as rt:
         with pytest.raises(ActionError) as info:
@@ -107,6 +110,7 @@ def test_uncapped_stream_of_many_rows(db) -> None:
     assert out["rowCount"] == 200_000 and out["rows"][-1] == {"g": 200_000}
 
 
+@pytest.mark.pooler_modes
 def test_public_api_fallback_streams_and_caps(db, monkeypatch) -> None:
     """Without the prepared-statement streaming (a psycopg whose internals moved), the public
     stream() path gives the same outputs and the same cap."""

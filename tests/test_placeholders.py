@@ -6,6 +6,9 @@ import pytest
 
 from pgactions import ActionError, Runtime
 
+# Also run through PgBouncer in transaction mode (conftest: pooler_modes).
+pytestmark = pytest.mark.pooler_modes
+
 
 def q(runtime: Runtime, db, query: str, parameters: list) -> list:
     return runtime.run("query_rows", db.profile, {"query": query, "parameters": parameters}).data["rows"]

@@ -9,6 +9,9 @@ import pytest
 from pgactions import ActionError, Runtime
 from pgactions.templating import render_value
 
+# Also run through PgBouncer in transaction mode (conftest: pooler_modes).
+pytestmark = pytest.mark.pooler_modes
+
 CTX = {"trigger": {"email": "a@b.c", "age": 42, "ids": [1, 2, 3], "user": {"name": "Ann"},
                    "price": 9.5, "flag": True, "nothing": None}}
 

@@ -6,6 +6,9 @@ import pytest
 
 from pgactions import Limits, Runtime
 
+# Also run through PgBouncer in transaction mode (conftest: pooler_modes).
+pytestmark = pytest.mark.pooler_modes
+
 TYPES_TABLE = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive AS int CHECK (VALUE > 0);

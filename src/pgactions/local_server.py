@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LocalServer", "ServerNotAvailable", "find_bindir", "free_port"]
 
@@ -136,6 +137,8 @@ class LocalServer:
 
     superuser_password: str = field(default="pgactions-test-pw", repr=False)
     ssl: bool = True
+    # A self-signed server certificate (no CA), as many managed and hand-made servers have.
+    self_signed: bool = False
     max_connections: int = 40
     # pg_hba.conf lines placed before the catch-all password rules.
     extra_hba: list[str] = field(default_factory=list)
@@ -246,8 +249,9 @@ class LocalServer:
             "password_encryption": "'scram-sha-256'",
         }
         if self.ssl:
-            conf.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'",
-                        ssl_ca_file="'ca.crt'")
+            conf.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'")
+            if not self.self_signed:
+                conf["ssl_ca_file"] = "'ca.crt'"  # also verifies client certificates
         conf.update(self.extra_conf)
         with (self.datadir / "postgresql.conf").open("a") as fh:
             fh.write("\n# pgactions throwaway server\n")
@@ -259,15 +263,18 @@ class LocalServer:
         (self.datadir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
 
     def _make_certificates(self) -> None:
-        """A private CA and a server certificate for localhost/127.0.0.1, valid for a day."""
+        """A private CA and a server certificate for localhost/127.0.0.1, valid for two days (or,
+        with *self_signed*, the server certificate alone, signed by itself)."""
         d = self.datadir
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise ServerNotAvailable("openssl is needed to generate the test certificates")
-
-        def ossl(*args: str) -> None:
-            subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
-
+        ossl = _openssl(d)
+        if self.self_signed:
+            ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                 "-keyout", "server.key", "-out", "server.crt",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+            os.chmod(d / "server.key", 0o600)
+            shutil.copy(d / "server.crt", self.ca_file)  # the certificate is its own root
+            os.chmod(self.ca_file, 0o644)
+            return
         ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
              "/CN=pgactions test CA", "-keyout", "ca.key", "-out", "ca.crt",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
@@ -280,6 +287,17 @@ class LocalServer:
         shutil.copy(d / "ca.crt", self.ca_file)
         os.chmod(self.ca_file, 0o644)
 
+    def client_certificate(self, common_name: str, folder: Path) -> tuple[Path, Path]:
+        """A client certificate for *common_name* signed by this server's CA, and its key (0600)."""
+        assert self.root is not None and not self.self_signed, "needs the server's own CA"
+        ossl = _openssl(folder)
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
+             "-keyout", "client.key", "-out", "client.csr")
+        ossl("x509", "-req", "-in", "client.csr", "-CA", str(self.datadir / "ca.crt"),
+             "-CAkey", str(self.datadir / "ca.key"), "-CAcreateserial", "-days", "2", "-out", "client.crt")
+        os.chmod(folder / "client.key", 0o600)
+        return folder / "client.crt", folder / "client.key"
+
     def _run(self, argv: list[str], check: bool = True) -> str:
         if self._run_as:
             argv = ["runuser", "-u", self._run_as, "--", *argv]
@@ -290,6 +308,17 @@ class LocalServer:
                 f"{proc.stdout}\n{proc.stderr}\n{self.log_tail() if self.root else ''}"
             )
         return proc.stdout
+
+
+def _openssl(cwd: Path) -> Any:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerNotAvailable("openssl is needed to generate the test certificates")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True)
+
+    return run
 
 
 def _chown_tree(root: Path, user: str) -> None:

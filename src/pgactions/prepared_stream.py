@@ -148,6 +148,9 @@ class _Reader:
                 cur._tx.set_pgresult(res, set_loaders=True)
             yield from self._drain()
             return None, res
+        # An error: read up to the end of the query first, so the connection is idle (reusable)
+        # when the error reaches the caller.
+        yield from self._drain()
         return cur._raise_for_result(res)
 
     def _end_if_ready(self) -> Any:
