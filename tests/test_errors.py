@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import psycopg
@@ -10,9 +9,6 @@ import pytest
 
 from pgactions import ERROR_CATALOG, ActionError, Runtime
 from pgactions.boundary import code_for_sqlstate, map_exception
-from pgactions.local_server import free_port
-
-from .conftest import APP_PASSWORD
 
 
 def fail(runtime: Runtime, action: str, connection, inputs, context=None) -> dict:
@@ -27,72 +23,6 @@ def fail(runtime: Runtime, action: str, connection, inputs, context=None) -> dic
 SELECT_ONE = {"query": "SELECT 1 AS one"}
 
 
-def test_wrong_password(runtime: Runtime, pg) -> None:
-    secret = "not-the-password-123"
-    err = fail(runtime, "query_rows", pg.url(password=secret), SELECT_ONE)
-    assert err["code"] == "AUTHENTICATION_FAILED"
-    assert "password authentication failed" in err["detail"]
-    assert secret not in str(err) and APP_PASSWORD not in str(err)
-
-
-def test_missing_database(runtime: Runtime, pg) -> None:
-    err = fail(runtime, "query_rows", pg.url(database="no_such_db"), SELECT_ONE)
-    assert err["code"] == "DATABASE_NOT_FOUND"
-    assert "no_such_db" in err["detail"]
-
-
-def test_closed_port(runtime: Runtime) -> None:
-    port = free_port()
-    err = fail(runtime, "query_rows", f"postgresql://app:pw@127.0.0.1:{port}/db", SELECT_ONE)
-    assert err["code"] == "CONNECTION_REFUSED" and err["retryable"] is True
-
-
-def test_unknown_host(runtime: Runtime) -> None:
-    err = fail(runtime, "query_rows", "postgresql://app:pw@no-such-host.invalid:5432/db", SELECT_ONE)
-    assert err["code"] == "HOST_NOT_FOUND"
-
-
-def test_listener_that_never_answers(runtime: Runtime) -> None:
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(5)  # accepts TCP (the kernel does) but never speaks PostgreSQL
-    try:
-        port = silent.getsockname()[1]
-        err = fail(runtime, "query_rows", {"host": "127.0.0.1", "port": port, "connectTimeout": 1,
-                                           "password": "pw", "sslMode": "disable"}, SELECT_ONE)
-        assert err["code"] == "CONNECTION_TIMEOUT"
-    finally:
-        silent.close()
-
-
-def test_ssl_only_server_with_ssl_disabled(runtime: Runtime, pg, ssl_server) -> None:
-    err = fail(runtime, "query_rows", {"url": pg.url("sslonly"), "sslMode": "disable"}, SELECT_ONE)
-    assert err["code"] == "SSL_REQUIRED"
-    assert any("require" in fix for fix in err["fix"])
-    out = runtime.run("query_rows", {"url": pg.url("sslonly"), "sslMode": "require"},
-                      {"query": "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}).data
-    assert out["rows"] == [{"ssl": True}]
-
-
-def test_verify_full_with_the_right_ca(runtime: Runtime, pg, ssl_server) -> None:
-    profile = {"url": pg.url("sslonly"), "host": "localhost", "sslMode": "verify-full",
-               "sslRootCert": pg.ca_file}
-    assert runtime.run("query_rows", profile, SELECT_ONE).data["rows"] == [{"one": 1}]
-
-
-def test_verify_ca_with_an_unknown_ca(runtime: Runtime, pg, ssl_server, tmp_path) -> None:
-    other_ca = tmp_path / "other-ca.crt"
-    import subprocess
-
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=Some other CA", "-keyout", str(tmp_path / "k"), "-out", str(other_ca)],
-                   check=True, capture_output=True)
-    err = fail(runtime, "query_rows", {"url": pg.url(), "sslMode": "verify-ca", "sslRootCert": str(other_ca)},
-               SELECT_ONE)
-    assert err["code"] == "SSL_FAILED"
-    assert "certificate" in err["detail"]
-
-
 def test_role_without_grants(runtime: Runtime, pg, guide_db) -> None:
     guide_db.sql(f'GRANT USAGE ON SCHEMA "{guide_db.schema}" TO noaccess')  # sees the schema, no table rights
     profile = {"url": pg.url("noaccess", password="noaccess-pw"), "schema": guide_db.schema, "sslMode": "disable"}
@@ -104,12 +34,6 @@ def test_bad_syntax_reports_position(runtime: Runtime, db) -> None:
     err = fail(runtime, "query_rows", db.profile, {"query": "SELECT id FORM users"})
     assert err["code"] == "SYNTAX_ERROR" and err["sqlstate"] == "42601"
     assert err["position"] == 16  # 1-based: "FORM" reads as an alias, so "users" is where it breaks
-
-
-def test_connection_limit_reached(runtime: Runtime, pg, db) -> None:
-    with psycopg.connect(pg.url("limited")):  # the role's only slot
-        err = fail(runtime, "query_rows", {"url": pg.url("limited"), "sslMode": "disable"}, SELECT_ONE)
-    assert err["code"] == "TOO_MANY_CONNECTIONS" and err["retryable"] is True
 
 
 def test_sleep_past_the_timeout(runtime: Runtime, db) -> None:

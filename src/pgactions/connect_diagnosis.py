@@ -21,6 +21,7 @@ _SERVER_ANSWERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, code in (
         (r"(no pg_hba\.conf entry|pg_hba\.conf rejects connection).*no encryption", "SSL_REQUIRED"),
         (r"SSL connection is required|SSL off", "SSL_REQUIRED"),
+        (r"requires a valid client certificate|certificate authentication failed", "AUTHENTICATION_FAILED"),
         (r"password authentication failed|authentication failed|"
          r"no password supplied|password is required|role .* does not exist|"
          r"no pg_hba\.conf entry|pg_hba\.conf rejects connection|not permitted to log in", "AUTHENTICATION_FAILED"),
@@ -60,13 +61,13 @@ def libpq_reason(message: str) -> str:
 def diagnose_connect_failure(message: str, host: str | None, port: int | None,
                              connect_timeout: float) -> ActionError:
     reason = libpq_reason(message)
-    for pattern, code in _SERVER_ANSWERS[:7]:
+    for pattern, code in _SERVER_ANSWERS[:8]:
         if pattern.search(message):
             return ActionError(code, reason)
     probed = _probe_network(host, port, connect_timeout)
     if probed is not None:
         return ActionError(probed, reason)
-    for pattern, code in _SERVER_ANSWERS[7:]:
+    for pattern, code in _SERVER_ANSWERS[8:]:
         if pattern.search(message):
             return ActionError(code, reason)
     return ActionError("CONNECTION_REFUSED" if "connect" in message.lower() else "DATABASE_ERROR", reason)

@@ -58,6 +58,8 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "Check the password is correct (re-enter it: passwords are never shown).",
          "Check the user has the LOGIN privilege and is not locked or expired.",
          "Check the database name is correct.",
+         "If the server asks for certificate authentication, fill sslCert and sslKey with the client "
+         "certificate and key issued for this user.",
          "Ask the administrator whether pg_hba.conf allows this user from this address."),
         ),
     "DATABASE_NOT_FOUND": ErrorSpec(
