@@ -84,10 +84,11 @@ def test_test_connection(pg) -> None:
     assert ok.returncode == 0, ok.stdout
     report = json.loads(ok.stdout)
     assert report["ok"] is True and report["user"] == "app" and report["database"] == "pgactions_test"
-    assert [s["name"] for s in report["steps"]] == ["dns", "tcp", "connect", "query"]
+    assert [s["name"] for s in report["steps"]] == ["dns", "tcp", "tls", "authentication", "database",
+                                                    "query", "privileges"]
     assert APP_PASSWORD not in ok.stdout
     bad = cli("test-connection", "--connection", pg.url(password="nope-nope"))
     assert bad.returncode == 1
     report = json.loads(bad.stdout)
-    assert report["ok"] is False and report["failedStep"] == "connect"
+    assert report["ok"] is False and report["failedStep"] == "authentication"
     assert report["error"]["code"] == "AUTHENTICATION_FAILED"

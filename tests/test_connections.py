@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pgactions import ActionError, ConnectionProfile, Runtime, load_profile, test_connection
+from pgactions import ActionError, ConnectionProfile, Runtime, load_profile
 
 from .conftest import APP_PASSWORD
 
@@ -69,18 +69,6 @@ def test_secrets_absent_from_logs_and_errors(runtime: Runtime, pg, caplog) -> No
         runtime.run("query_rows", pg.url(), {"query": f"SELECT '{APP_PASSWORD}'::int"})
     assert APP_PASSWORD not in str(info.value.payload)
     assert wrong not in caplog.text and APP_PASSWORD not in caplog.text
-
-
-def test_test_connection_report(pg, ssl_server) -> None:
-    report = test_connection({"url": pg.url(), "sslMode": "require"})
-    assert report["ok"] is True
-    assert report["ssl"]["inUse"] is True and report["ssl"]["protocol"].startswith("TLS")
-    assert report["superuser"] is False and report["standby"] is False
-    assert any("not verified" in w for w in report["warnings"])
-    plain = test_connection({"url": pg.url(), "sslMode": "disable"})
-    assert plain["ssl"]["inUse"] is False and any("SSL is not in use" in w for w in plain["warnings"])
-    admin = test_connection({"url": pg.admin_url, "sslMode": "disable"})
-    assert any("superuser" in w for w in admin["warnings"])
 
 
 def test_prepared_statements_survive_a_table_change(runtime: Runtime, db) -> None:
@@ -206,3 +194,209 @@ def test_a_failed_statement_keeps_its_connection(runtime: Runtime, db) -> None:
         with pytest.raises(ActionError):
             runtime.run("query_rows", db.profile, {"query": query})
         assert runtime.run("query_rows", db.profile, {"query": "SELECT pg_backend_pid() AS p"}).data["rows"][0]["p"] == pid
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+
+def test_environment_variables_are_defaults(monkeypatch) -> None:
+    monkeypatch.setenv("PGHOST", "env-host")
+    monkeypatch.setenv("PGPORT", "6000")
+    monkeypatch.setenv("PGUSER", "env-user")
+    monkeypatch.setenv("PGPASSWORD", "env-secret-pw")
+    monkeypatch.setenv("PGSSLMODE", "require")
+    p = load_profile({"database": "app"})
+    assert (p.host, p.port, p.username, p.password, p.sslMode, p.database) == (
+        "env-host", 6000, "env-user", "env-secret-pw", "require", "app")
+    q = load_profile({"url": "postgresql://u@url-host/db", "port": 7000})  # fields, then the URL, win
+    assert (q.host, q.port, q.username) == ("url-host", 7000, "u")
+    monkeypatch.setenv("PGPORT", "not-a-port")
+    with pytest.raises(ActionError) as info:
+        load_profile({"database": "app"})
+    assert [e["path"] for e in info.value.payload["errors"]] == ["PGPORT"]
+    monkeypatch.setenv("PGACTIONS_IGNORE_PG_ENV", "1")  # a multi-tenant host turns them off
+    assert load_profile({"database": "app"}).host == "localhost"
+
+
+def test_url_query_options() -> None:
+    p = load_profile("postgresql://u:pw@h/db?sslmode=verify-ca&sslrootcert=/etc/ca.pem&sslcert=/c.crt"
+                     "&sslkey=/c.key&connect_timeout=4&keepalives_idle=30&target_session_attrs=read-write"
+                     "&pgbouncer=true")
+    assert (p.sslMode, p.sslRootCert, p.sslCert, p.sslKey, p.connectTimeout, p.pgbouncer) == (
+        "verify-ca", "/etc/ca.pem", "/c.crt", "/c.key", 4.0, True)
+    assert dict(p.extraOptions) == {"keepalives_idle": "30", "target_session_attrs": "read-write"}
+    kwargs = p.connect_kwargs()
+    assert kwargs["keepalives_idle"] == "30" and kwargs["sslkey"] == "/c.key"
+
+
+def test_extra_options_are_checked_and_named() -> None:
+    with pytest.raises(ActionError) as info:
+        load_profile({"host": "h", "extraOptions": {"keepalives": True, "password": "x1x2x3x4", "colour": "red"},
+                      "maxConnections": 0, "idleTimeout": "soon", "sslKey": 42})
+    errors = {e["path"]: e["message"] for e in info.value.payload["errors"]}
+    assert set(errors) == {"extraOptions/password", "extraOptions/colour", "maxConnections", "idleTimeout", "sslKey"}
+    assert "password field" in errors["extraOptions/password"]
+    assert "not a libpq connection option" in errors["extraOptions/colour"]
+    assert "42" not in errors["sslKey"] and "x1x2x3x4" not in str(info.value.payload)
+    assert load_profile({"extraOptions": {"keepalives": True}}).connect_kwargs()["keepalives"] == "1"
+
+
+def test_secrets_never_in_repr() -> None:
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+    p = load_profile({"password": "pw-hunter2", "sslKey": key, "sslPassword": "phrase-9876",
+                      "extraOptions": {"oauth_client_secret": "oauth-s3cret"}})
+    text = repr(p) + str(p)
+    for secret in ("pw-hunter2", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7", "phrase-9876", "oauth-s3cret"):
+        assert secret not in text
+        assert secret in " ".join(p.secrets())
+
+
+def test_connection_form_lists_every_field_once() -> None:
+    import yaml
+
+    from pgactions.manifests import load_schema
+
+    form = yaml.safe_load((__import__("pathlib").Path(__file__).parents[1] / "connections" / "postgresql.yaml").read_text())
+    listed = [f for group in form["form"] for f in group["fields"]] + [f for alt in form["alternatives"] for f in alt["fields"]]
+    assert sorted(listed) == sorted(load_schema("connection.schema.json")["properties"])
+    secret = {k for k, v in load_schema("connection.schema.json")["properties"].items() if v.get("x-secret")}
+    assert set(form["secrets"]) == secret
+
+
+def test_statement_timeout_of_the_profile(runtime: Runtime, db) -> None:
+    profile = {**db.profile, "statementTimeout": 0.5}
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", profile, {"query": "SELECT pg_sleep(3)"})
+    assert info.value.code == "QUERY_TIMEOUT"
+    # The action's own timeout input wins over the profile's.
+    out = runtime.run("query_rows", profile, {"query": "SELECT pg_sleep(0.8), 1 AS ok", "timeout": 5}).data
+    assert out["rows"][0]["ok"] == 1
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", {**db.profile, "statementTimeout": 600}, {"query": "SELECT 1"})
+    assert info.value.payload["field"] == "connection.statementTimeout"
+
+
+# -- pooling ---------------------------------------------------------------------------------
+
+
+def _backends(pg, application_name_like: str = "pgactions%") -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+        return admin.execute("SELECT pid, application_name, state FROM pg_stat_activity "
+                             "WHERE usename = 'app' AND application_name LIKE %s", [application_name_like]).fetchall()
+
+
+def test_application_name_carries_flow_and_step(runtime: Runtime, db, pg) -> None:
+    profile = {**db.profile, "applicationName": "acme-flows"}
+    query = {"query": "SELECT current_setting('application_name') AS app"}
+    tagged = runtime.run("query_rows", profile, query, flow="orders-sync", step="insert_order").data["rows"][0]["app"]
+    assert tagged == "acme-flows flow=orders-sync step=insert_order"
+    assert [b[1] for b in _backends(pg, "acme-flows%")] == [tagged]  # what a DBA sees in pg_stat_activity
+    plain = runtime.run("query_rows", profile, query).data["rows"][0]["app"]
+    assert plain == "acme-flows"
+    long = runtime.run("query_rows", profile, query, flow="f" * 80, step="é").data["rows"][0]["app"]
+    assert len(long) == 63 and long.startswith("acme-flows flow=fff")
+
+
+def test_hard_cap_on_connections_per_profile(runtime: Runtime, db, pg) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    profile = {**db.profile, "maxConnections": 2, "applicationName": "capped"}
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, len(_backends(pg, "capped%")))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            list(executor.map(lambda i: runtime.run("query_rows", profile, {"query": "SELECT pg_sleep(0.05)"}),
+                              range(40)))
+    finally:
+        stop.set()
+        watcher.join()
+    assert peak == 2
+
+
+def test_idle_connections_are_closed(runtime: Runtime, db, pg) -> None:
+    import time
+
+    profile = {**db.profile, "idleTimeout": 1, "applicationName": "idler"}
+    runtime.run("query_rows", profile, {"query": "SELECT 1"})
+    assert len(_backends(pg, "idler%")) == 1
+    deadline = time.monotonic() + 5
+    while _backends(pg, "idler%") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _backends(pg, "idler%") == []  # closed by the reaper, with no action running
+    assert runtime.run("query_rows", profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
+
+
+def test_closing_the_runtime_closes_every_pool(db, pg) -> None:
+    with Runtime() as rt:
+        for name in ("close-a", "close-b"):
+            rt.run("query_rows", {**db.profile, "applicationName": name}, {"query": "SELECT 1"})
+        assert len(_backends(pg, "close-%")) == 2
+    assert _backends(pg, "close-%") == []
+
+
+def test_hundreds_of_failing_actions_leak_nothing(db, pg) -> None:
+    """Errors, timeouts, oversized results and cancellations, 300 in all, from 6 threads: afterwards
+    the server holds no more connections than the pool's cap, and the pool still works."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgactions import Limits
+
+    profile = {**db.profile, "maxConnections": 4, "applicationName": "leakcheck"}
+    failures = [
+        {"query": "SELECT 1/0"},
+        {"query": "SELECT * FROM no_such_table"},
+        {"query": "SELECT pg_sleep(2)", "timeout": 0.05},
+        {"query": "SELECT repeat('x', 1000) FROM generate_series(1, 5000)"},
+        {"query": "SELECT pg_sleep(2)", "cancel": True},
+    ]
+    codes: dict[str, int] = {}
+    lock = threading.Lock()
+
+    with Runtime(Limits(max_result_bytes=100_000)) as rt:
+        def one(i: int) -> None:
+            inputs = dict(failures[i % len(failures)])
+            cancel = threading.Event() if inputs.pop("cancel", False) else None
+            if cancel is not None:
+                threading.Timer(0.05, cancel.set).start()
+            try:
+                rt.run("query_rows", profile, inputs, cancel=cancel)
+            except ActionError as exc:
+                with lock:
+                    codes[exc.code] = codes.get(exc.code, 0) + 1
+
+        with ThreadPoolExecutor(max_workers=6) as executor:
+            list(executor.map(one, range(300)))
+        assert codes == {"INVALID_VALUE": 60, "UNDEFINED_TABLE": 60,
+                         "QUERY_TIMEOUT": 60, "RESULT_TOO_LARGE": 60, "CANCELLED": 60}
+        assert len(_backends(pg, "leakcheck%")) <= 4
+        assert rt.run("query_rows", profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
+    assert _backends(pg, "leakcheck%") == []
+
+
+def test_cancelling_an_action_rolls_it_back(runtime: Runtime, db) -> None:
+    import threading
+
+    db.sql("CREATE TABLE t (x int)")
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(ActionError) as info:
+        runtime.run("execute_query", db.profile, {"query": "INSERT INTO t SELECT 1 FROM pg_sleep(5)"}, cancel=cancel)
+    assert info.value.code == "CANCELLED" and info.value.retryable
+    assert db.sql("SELECT count(*) FROM t") == [(0,)]
+    already = threading.Event()
+    already.set()
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", db.profile, {"query": "SELECT 1"}, cancel=already)
+    assert info.value.code == "CANCELLED"
