@@ -92,3 +92,10 @@ def test_test_connection(pg) -> None:
     report = json.loads(bad.stdout)
     assert report["ok"] is False and report["failedStep"] == "authentication"
     assert report["error"]["code"] == "AUTHENTICATION_FAILED"
+
+
+def test_run_tags_the_session_with_flow_and_step(db) -> None:
+    out = cli("run", "query_rows", "--connection", db.server.url(), "--flow", "nightly", "--step", "load",
+              "--input", json.dumps({"query": "SELECT current_setting('application_name') AS app"}))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"] == [{"app": "pgactions flow=nightly step=load"}]

@@ -400,3 +400,25 @@ def test_cancelling_an_action_rolls_it_back(runtime: Runtime, db) -> None:
     with pytest.raises(ActionError) as info:
         runtime.run("query_rows", db.profile, {"query": "SELECT 1"}, cancel=already)
     assert info.value.code == "CANCELLED"
+
+
+def test_troubleshooting_table_matches_the_catalogue() -> None:
+    """docs/connections.md: every code is catalogued, every fix is one of that code's fixes, and
+    every connection failure the suite provokes has a row."""
+    from pathlib import Path
+
+    from pgactions import ERROR_CATALOG
+
+    from .test_connection_failures import SCENARIOS
+
+    text = (Path(__file__).parents[1] / "docs" / "connections.md").read_text()
+    table = text.split("## Troubleshooting", 1)[1]
+    rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) >= 10
+    for _symptom, code, fix in rows:
+        code, fix = code.strip().strip("`"), fix.strip()
+        if code == "—":
+            continue
+        assert code in ERROR_CATALOG, code
+        assert fix in ERROR_CATALOG[code].fix, (code, fix)
+    assert {s.code for s in SCENARIOS} <= {code.strip().strip("`") for _s, code, _f in rows}

@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--context", default=None, help="flow context (trigger, steps) as JSON, or @file.json")
     run.add_argument("--max-result-bytes", type=int, default=None, help="output size limit (default 10 MB)")
     run.add_argument("--numeric-as-number", action="store_true", help="emit numeric values as JSON numbers")
+    run.add_argument("--flow", default=None, help="flow name, shown in pg_stat_activity's application_name")
+    run.add_argument("--step", default=None, help="step name, shown in pg_stat_activity's application_name")
     test = sub.add_parser("test-connection", help="check a connection step by step")
     test.add_argument("--connection", "-c", required=True)
     demo = sub.add_parser("demo", help="start a throwaway PostgreSQL and run every guide example")
@@ -125,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     limits = Limits(numeric_as_number=args.numeric_as_number,
                     **({"max_result_bytes": args.max_result_bytes} if args.max_result_bytes else {}))
     with Runtime(limits) as runtime:
-        result = runtime.run(args.action, args.connection, inputs, context)
+        result = runtime.run(args.action, args.connection, inputs, context, flow=args.flow, step=args.step)
     _print_json(result.json)
     return 0
 

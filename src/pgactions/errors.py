@@ -80,6 +80,8 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "or the server does not support SSL.",
         ("With verify-ca or verify-full, provide the CA certificate that signed the server's certificate.",
          "With verify-full, connect using the host name written in the server's certificate.",
+         "For a self-signed server certificate, give that certificate itself as the CA certificate.",
+         "With a client certificate, check the private key belongs to it (and its pass phrase).",
          "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server."),
         ),
     "PERMISSION_DENIED": ErrorSpec(
@@ -112,7 +114,7 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
     "TOO_MANY_CONNECTIONS": ErrorSpec(
         "The database has no free connection slots.",
         "The server's max_connections, or the user's connection limit, has been reached.",
-        ("Lower the pool size of this connection or of other applications.",
+        ("Lower maxConnections of this connection, or the pool sizes of other applications.",
          "Use a connection pooler such as PgBouncer.",
          "Ask the administrator to raise max_connections or the role's connection limit."),
         retryable=True),

@@ -1,0 +1,51 @@
+"""Why PgBouncer mode exists: through a transaction pooler, session state and prepared statements
+do not survive between transactions.  Without the mode things break; with it they do not."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from pgactions import ActionError, Runtime
+
+
+def _through(pgbouncer, db, mode: bool) -> dict:
+    url = db.profile["url"].replace(f":{db.server.port}/", f":{pgbouncer.port}/")
+    return {**db.profile, "url": url, "pgbouncer": mode}
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_session_state_does_not_follow_the_client(runtime: Runtime, pgbouncer, guide_db, mode: bool) -> None:
+    """Another client takes the server connection our first action used; the second action lands
+    on a fresh server session.  Without the mode the search path set on the first one is gone."""
+    profile = _through(pgbouncer, guide_db, mode)
+    query = {"query": "SELECT count(*) AS n FROM users WHERE status = $1", "parameters": ["active"]}
+    assert runtime.run("query_rows", profile, query).data["rows"] == [{"n": 1}]
+    with psycopg.connect(profile["url"], autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1")  # holds the server connection the first action used
+        if mode:
+            assert runtime.run("query_rows", profile, query).data["rows"] == [{"n": 1}]
+        else:
+            with pytest.raises(ActionError) as info:
+                runtime.run("query_rows", profile, query)
+            assert info.value.code == "UNDEFINED_TABLE"
+        other.execute("COMMIT")
+
+
+def test_with_the_mode_repeated_actions_and_settings_hold(runtime: Runtime, pgbouncer, guide_db) -> None:
+    profile = {**_through(pgbouncer, guide_db, mode=True), "statementTimeout": 0.5}
+    query = {"query": "SELECT count(*) AS n, current_setting('TimeZone') AS tz, "
+                      "current_setting('statement_timeout') AS st FROM users WHERE status = $1",
+             "parameters": ["active"]}
+    for _ in range(12):
+        assert runtime.run("query_rows", profile, query).data["rows"] == [{"n": 1, "tz": "UTC", "st": "500ms"}]
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", profile, {"query": "SELECT pg_sleep(3)"})
+    assert info.value.code == "QUERY_TIMEOUT"
+    # Each action is its own transaction, read-only for Query Rows.
+    with pytest.raises(ActionError) as info:
+        runtime.run("query_rows", profile, {"query": "INSERT INTO logs (level) VALUES ('x') RETURNING id"})
+    assert info.value.code == "READ_ONLY_VIOLATION"
+    out = runtime.run("insert_row", profile, {"table": "logs", "columns": {"level": "info"}}).data
+    assert out["rowCount"] == 1 and guide_db.sql("SELECT count(*) FROM logs") == [(1,)]
