@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ def _silent_listener(ssl_mode: str) -> Iterator[dict[str, Any]]:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     try:
-        yield {"host": "127.0.0.1", "port": silent.getsockname()[1], "connectTimeout": 1,
+        yield {"host": "127.0.0.1", "port": silent.getsockname()[1], "connectTimeout": 2,
                "username": "app", "password": WRONG_PASSWORD, "sslMode": ssl_mode}
     finally:
         silent.close()
@@ -150,8 +151,11 @@ def test_connection_failure(scenario: Scenario, pg, request, tmp_path, capsys, c
     env = Env(pg, request, tmp_path)
     with scenario.connection(env) as profile:
         # 1. An action from Python.
+        started = time.monotonic()
         with Runtime() as runtime, pytest.raises(ActionError) as info:
             runtime.run("query_rows", profile, SELECT_ONE)
+        if scenario.code == "CONNECTION_TIMEOUT":  # given up after connectTimeout, not much later
+            assert time.monotonic() - started < profile["connectTimeout"] + 1.5
         error = info.value.payload
         assert error["code"] == scenario.code, error
         spec = ERROR_CATALOG[scenario.code]

@@ -139,7 +139,7 @@ def test_exhausted_pool_is_too_many_connections(db) -> None:
 
     from pgactions import Runtime as Rt
 
-    profile = {**db.profile, "maxConnections": 1, "connectTimeout": 1}
+    profile = {**db.profile, "maxConnections": 1, "connectTimeout": 2}
     with Rt() as rt:
         rt.pools.pool(rt_profile := __import__("pgactions").load_profile(profile)).wait_timeout = 0.3
         busy = threading.Thread(target=lambda: rt.run("query_rows", rt_profile, {"query": "SELECT pg_sleep(1.5)"}))

@@ -41,7 +41,7 @@ _ENVIRONMENT = {
     "PGSSLCERT": "sslCert", "PGSSLKEY": "sslKey", "PGCONNECT_TIMEOUT": "connectTimeout",
     "PGAPPNAME": "applicationName",
 }
-_NUMERIC_FIELDS = {"port": int, "connectTimeout": float, "statementTimeout": float,
+_NUMERIC_FIELDS = {"port": int, "connectTimeout": int, "statementTimeout": float,
                    "maxConnections": int, "idleTimeout": float}
 # Fields whose values are never echoed (validation messages, reprs).
 SECRET_FIELDS = frozenset({"password", "sslKey", "sslPassword", "url"})
@@ -61,7 +61,7 @@ class ConnectionProfile:
     sslCert: str | None = None
     sslKey: str | None = None
     sslPassword: str | None = None
-    connectTimeout: float = 10
+    connectTimeout: int = 10
     statementTimeout: float | None = None
     schema: str | None = None
     applicationName: str = "pgactions"
@@ -110,7 +110,7 @@ class ConnectionProfile:
         kwargs: dict[str, Any] = dict(self.extraOptions)
         kwargs.update({
             "host": self.host, "port": self.port, "dbname": self.database, "user": self.username,
-            "sslmode": self.sslMode, "connect_timeout": max(2, int(round(self.connectTimeout))),
+            "sslmode": self.sslMode, "connect_timeout": int(self.connectTimeout),
             "application_name": self.applicationName[:63],
         })
         if self.password is not None:
