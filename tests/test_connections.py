@@ -199,7 +199,16 @@ def test_a_failed_statement_keeps_its_connection(runtime: Runtime, db) -> None:
 # -- profiles --------------------------------------------------------------------------------
 
 
-def test_environment_variables_are_defaults(monkeypatch) -> None:
+@pytest.fixture
+def fresh_profiles():
+    from pgactions.profiles import forget_profiles
+
+    forget_profiles()
+    yield forget_profiles
+    forget_profiles()
+
+
+def test_environment_variables_are_defaults(monkeypatch, fresh_profiles) -> None:
     monkeypatch.setenv("PGHOST", "env-host")
     monkeypatch.setenv("PGPORT", "6000")
     monkeypatch.setenv("PGUSER", "env-user")
@@ -211,10 +220,12 @@ def test_environment_variables_are_defaults(monkeypatch) -> None:
     q = load_profile({"url": "postgresql://u@url-host/db", "port": 7000})  # fields, then the URL, win
     assert (q.host, q.port, q.username) == ("url-host", 7000, "u")
     monkeypatch.setenv("PGPORT", "not-a-port")
+    fresh_profiles()  # profiles already seen keep the defaults they were parsed with
     with pytest.raises(ActionError) as info:
         load_profile({"database": "app"})
     assert [e["path"] for e in info.value.payload["errors"]] == ["PGPORT"]
     monkeypatch.setenv("PGACTIONS_IGNORE_PG_ENV", "1")  # a multi-tenant host turns them off
+    fresh_profiles()
     assert load_profile({"database": "app"}).host == "localhost"
 
 

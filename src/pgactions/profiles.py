@@ -27,7 +27,7 @@ import yaml
 from .errors import ActionError
 from .pemfiles import is_pem_text, materialize
 
-__all__ = ["ConnectionProfile", "load_profile"]
+__all__ = ["ConnectionProfile", "forget_profiles", "load_profile"]
 
 # libpq keyword → profile field, for URL query strings and environment variables.
 _LIBPQ_FIELDS = {
@@ -260,16 +260,15 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     if not isinstance(spec, (str, dict)):
         raise ActionError("INVALID_INPUT", "the connection must be a postgresql:// URL, a profile object "
                                            "or the path of a profile file", extra={"field": "connection"})
-    environment = tuple(os.environ.get(var) for var in (*_ENVIRONMENT, "PGACTIONS_IGNORE_PG_ENV"))
     if isinstance(spec, dict):
         try:
             key = tuple((k, _freeze(v)) for k, v in spec.items())  # a host passes the same object each run
             hash(key)
         except TypeError:  # an unhashable value: it will fail validation anyway
             return ConnectionProfile.from_dict(spec)
-        return _profile_from_items(key, environment)
+        return _profile_from_items(key)
     if spec.startswith(("postgresql://", "postgres://")):
-        return _profile_from_items((("url", spec),), environment)
+        return _profile_from_items((("url", spec),))
     return _profile_from_file(spec)
 
 
@@ -293,9 +292,15 @@ def _profile_from_file(spec: str) -> ConnectionProfile:
     return ConnectionProfile.from_dict(data)
 
 
-# A flow engine passes the same connection object on every run: parse and validate it once
-# (per state of the PG* environment variables, which are defaults).
+def forget_profiles() -> None:
+    """Parse every profile afresh from now on (after the PG* environment variables changed)."""
+    _profile_from_items.cache_clear()
+
+
+# A flow engine passes the same connection object on every run: parse and validate it once.
+# The PG* environment variables are read then (reading them on every run cost more than the
+# rest of the lookup), so a profile seen before keeps the defaults it was parsed with.
 @lru_cache(maxsize=256)
-def _profile_from_items(items: tuple[tuple[str, Any], ...], _environment: tuple[str | None, ...]) -> ConnectionProfile:
+def _profile_from_items(items: tuple[tuple[str, Any], ...]) -> ConnectionProfile:
     return ConnectionProfile.from_dict({k: dict(v) if k == "extraOptions" and isinstance(v, tuple) else v
                                         for k, v in items})

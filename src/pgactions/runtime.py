@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import orjson
@@ -95,6 +95,7 @@ class Runtime:
         return ActionResult(action_id, output, elapsed)
 
 
+@lru_cache(maxsize=1024)
 def tagged_application_name(base: str, flow: str | None, step: str | None) -> str:
     """``base flow=… step=…`` in at most 63 printable ASCII characters (the server's limits)."""
     tag = base
