@@ -79,7 +79,7 @@ class Runtime:
             timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
             flow_context = _flow_context(context)
             handler = get_handler(manifest.handler)
-            app_name = tagged_application_name(profile.applicationName, flow, step)
+            app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
             with Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel) as session:
                 output = handler(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
@@ -93,6 +93,10 @@ class Runtime:
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
         return ActionResult(action_id, output, elapsed)
+
+
+def _tag(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @lru_cache(maxsize=1024)
