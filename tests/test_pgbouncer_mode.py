@@ -49,3 +49,11 @@ def test_with_the_mode_repeated_actions_and_settings_hold(runtime: Runtime, pgbo
     assert info.value.code == "READ_ONLY_VIOLATION"
     out = runtime.run("insert_row", profile, {"table": "logs", "columns": {"level": "info"}}).data
     assert out["rowCount"] == 1 and guide_db.sql("SELECT count(*) FROM logs") == [(1,)]
+
+
+def test_test_connection_through_the_pooler(pgbouncer, guide_db) -> None:
+    from pgactions import test_connection
+
+    report = test_connection(_through(pgbouncer, guide_db, mode=True))
+    assert report["ok"] is True, report
+    assert report["user"] == "app" and report["privileges"]["tables"] == 4

@@ -163,8 +163,9 @@ def _network_steps(steps: _Steps, profile: ConnectionProfile) -> dict[str, Any] 
     sock = steps.run("tcp", connect, profile)
     steps.done[-1]["detail"] = f"{address[0]}:{address[1]}"
     try:
-        if profile.sslMode == "disable":
-            steps.skip("tls", "sslMode is disable")
+        if profile.sslMode in ("disable", "allow"):
+            # allow: libpq tries without SSL first, so our TLS look would describe another session.
+            steps.skip("tls", f"sslMode is {profile.sslMode}")
             return None
         tls: dict[str, Any] = steps.run("tls", lambda: probe_tls(sock, profile, connect), profile)
         if not tls["offered"]:
