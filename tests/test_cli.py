@@ -20,7 +20,8 @@ def test_list_and_describe() -> None:
     listed = cli("list")
     assert listed.returncode == 0
     ids = {a["id"] for a in json.loads(listed.stdout)}
-    assert ids == {"query_rows", "insert_row", "update_rows", "delete_rows", "execute_query", "upsert_row"}
+    assert ids == {"query_rows", "insert_row", "update_rows", "delete_rows", "execute_query", "upsert_row",
+                   "insert_rows", "upsert_rows"}
     described = json.loads(cli("describe", "upsert_row").stdout)
     conflict = described["input"]["properties"]["conflictColumns"]
     assert conflict["title"] == "Conflict columns"

@@ -97,9 +97,13 @@ def test_invalid_value(runtime: Runtime, guide_db) -> None:
 
 @pytest.mark.pooler_modes
 def test_query_rows_is_read_only(runtime: Runtime, guide_db) -> None:
-    err = fail(runtime, "query_rows", guide_db.profile, {"query": "DELETE FROM users"})
-    assert err["code"] == "READ_ONLY_VIOLATION"
-    err = fail(runtime, "query_rows", guide_db.profile, {"query": "WITH d AS (DELETE FROM users RETURNING 1) SELECT * FROM d"})
+    # PostgreSQL's parser (pglast) refuses writes before anything reaches the server …
+    for query in ("DELETE FROM users", "WITH d AS (DELETE FROM users RETURNING 1) SELECT * FROM d",
+                  "SELECT * FROM users FOR UPDATE"):
+        err = fail(runtime, "query_rows", guide_db.profile, {"query": query})
+        assert err["code"] == "INVALID_INPUT" and "Query Rows runs a query that reads" in err["detail"]
+    # … and the read-only transaction catches what a parser cannot see (a function that writes).
+    err = fail(runtime, "query_rows", guide_db.profile, {"query": "SELECT nextval('users_id_seq')"})
     assert err["code"] == "READ_ONLY_VIOLATION"
     assert guide_db.sql("SELECT count(*) FROM users") == [(2,)]
 

@@ -45,7 +45,7 @@ def test_with_the_mode_repeated_actions_and_settings_hold(runtime: Runtime, pgbo
     assert info.value.code == "QUERY_TIMEOUT"
     # Each action is its own transaction, read-only for Query Rows.
     with pytest.raises(ActionError) as info:
-        runtime.run("query_rows", profile, {"query": "INSERT INTO logs (level) VALUES ('x') RETURNING id"})
+        runtime.run("query_rows", profile, {"query": "SELECT nextval('logs_id_seq')"})
     assert info.value.code == "READ_ONLY_VIOLATION"
     out = runtime.run("insert_row", profile, {"table": "logs", "columns": {"level": "info"}}).data
     assert out["rowCount"] == 1 and guide_db.sql("SELECT count(*) FROM logs") == [(1,)]

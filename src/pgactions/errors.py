@@ -190,6 +190,13 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Retry the action.",
          "Check the server is running and the network is stable."),
         retryable=True),
+    "MAX_AFFECTED_ROWS": ErrorSpec(
+        "The action would change more rows than allowed; nothing was changed.",
+        "The statement matched more rows than the action's maxAffectedRows, so it was rolled back.",
+        ("Check the conditions (WHERE) select only the rows you mean to change.",
+         "Raise maxAffectedRows if that many rows should change.",
+         "Use dryRun to see how many rows would change without changing them."),
+        ),
     "CANCELLED": ErrorSpec(
         "The action was cancelled.",
         "The flow engine (or the person running it) stopped the action before it finished; "

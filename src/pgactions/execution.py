@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -140,9 +141,24 @@ class Session:
         self.forget_session_state()
 
     # -- session settings --------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, force_rollback: bool = False) -> Iterator[Any]:
+        """A transaction (a savepoint when one is open already): committed when the block ends,
+        rolled back when it raises or with *force_rollback* (a dry run)."""
+        if self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            # Settings first: set_config inside a transaction would be undone by its rollback.
+            self.prepare(read_only=False)
+        with self.conn.transaction(force_rollback=force_rollback) as tx:
+            yield tx
+
     def prepare(self, read_only: bool) -> None:
-        """Make the session read-only (or not) with this action's statement timeout."""
+        """Make the session read-only (or not) with this action's statement timeout.
+
+        Inside a transaction already open (a batch, run_transaction, a dry run) nothing changes:
+        whoever opened it prepared the session first."""
         state = _state_of(self.conn)
+        if self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return
         timeout_ms = max(1, int(self.timeout * 1000))
         if state.pgbouncer:
             self._begin_pooled_transaction(read_only, timeout_ms)

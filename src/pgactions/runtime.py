@@ -16,7 +16,7 @@ from .boundary import scrub
 from .errors import ActionError
 from .execution import Limits, Session
 from .handlers import get_handler
-from .manifests import get_manifest
+from .manifests import Manifest, get_manifest
 from .pools import PoolCache
 from .profiles import ConnectionProfile, load_profile
 from .validation import validate_inputs
@@ -78,10 +78,9 @@ class Runtime:
             checked = validate_inputs(manifest, inputs)
             timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
             flow_context = _flow_context(context)
-            handler = get_handler(manifest.handler)
             app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
             with Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel) as session:
-                output = handler(session, manifest, checked, flow_context)
+                output = run_in_session(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
                 raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
                                                       f"limit of {self.limits.max_result_bytes:,}")
@@ -93,6 +92,25 @@ class Runtime:
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
         return ActionResult(action_id, output, elapsed)
+
+
+def run_in_session(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    """One action's handler on an open session, with the write guards: ``maxAffectedRows``
+    (more → rolled back, MAX_AFFECTED_ROWS) and ``dryRun`` (run, count, roll back)."""
+    handler = get_handler(manifest.handler)
+    limit, dry_run = inputs.get("maxAffectedRows"), bool(inputs.get("dryRun"))
+    if limit is None and not dry_run:
+        return handler(session, manifest, inputs, context)
+    with session.transaction(force_rollback=dry_run):
+        output = handler(session, manifest, inputs, context)
+        count = int(orjson.loads(output).get("rowCount") or 0)
+        if limit is not None and count > limit:
+            raise ActionError("MAX_AFFECTED_ROWS", f"the action would change {count:,} rows; "
+                                                   f"maxAffectedRows is {limit:,}",
+                              extra={"rowCount": count, "maxAffectedRows": limit})
+    if dry_run:
+        output = output[:-1] + b',"dryRun":true}'
+    return output
 
 
 def _tag(value: Any) -> str | None:

@@ -177,3 +177,35 @@ def statement_info(sql: str) -> StatementInfo:
     kind = type(node).__name__
     rows = kind in _ROW_STATEMENTS or (kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None)))
     return StatementInfo(1, rows)
+
+
+_KIND_NODES = {"read": ("SelectStmt", "ExplainStmt", "VariableShowStmt"), "update": ("UpdateStmt",),
+               "delete": ("DeleteStmt",)}
+_KIND_WORDS = {"read": "a query that reads (SELECT, VALUES, EXPLAIN, SHOW)", "update": "an UPDATE statement",
+               "delete": "a DELETE statement"}
+_KIND_ACTIONS = {"read": "Query Rows", "update": "Update Rows", "delete": "Delete Rows"}
+
+
+def check_statement_kind(sql: str, kind: str) -> None:
+    """Refuse anything but one statement of *kind* ("read", "update", "delete"), using PostgreSQL's
+    own parser.  Text it cannot parse is left to the server, which says where it breaks."""
+    try:
+        statements = pglast.parse_sql(sql)
+    except pglast.parser.ParseError:
+        return
+    if len(statements) > 1:
+        raise ActionError("INVALID_INPUT", f"the query holds {len(statements)} statements; {_KIND_ACTIONS[kind]} "
+                                           "runs one (use Execute Query for scripts)", extra={"field": "query"})
+    if not statements:
+        return
+    node = statements[0].stmt
+    found = type(node).__name__
+    writes_in_with = kind == "read" and any(
+        type(cte.ctequery).__name__ != "SelectStmt" for cte in (getattr(getattr(node, "withClause", None), "ctes", None) or ()))
+    locks = kind == "read" and bool(getattr(node, "lockingClause", None))
+    if found not in _KIND_NODES[kind] or writes_in_with or locks:
+        what = "a data-modifying WITH" if writes_in_with else "SELECT … FOR UPDATE/SHARE" if locks else \
+            found.removesuffix("Stmt").upper()
+        raise ActionError("INVALID_INPUT", f"{_KIND_ACTIONS[kind]} runs {_KIND_WORDS[kind]}; this query is {what}. "
+                                           f"Use the action made for it (Execute Query runs anything)",
+                          extra={"field": "query"})

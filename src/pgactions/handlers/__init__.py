@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ActionError
+from .bulk import run_insert_rows, run_upsert_rows
 from .sql import run_sql
+from .structured import run_delete_rows, run_update_rows
 from .table_write import run_insert, run_upsert
 
 __all__ = ["HANDLERS", "get_handler"]
@@ -17,6 +19,10 @@ HANDLERS: dict[str, Handler] = {
     "sql": run_sql,
     "insert": run_insert,
     "upsert": run_upsert,
+    "update_rows": run_update_rows,
+    "delete_rows": run_delete_rows,
+    "insert_rows": run_insert_rows,
+    "upsert_rows": run_upsert_rows,
 }
 
 

@@ -9,7 +9,7 @@ import psycopg
 from ..convert import to_json_bytes
 from ..execution import Session
 from ..manifests import Manifest
-from ..sqltext import analyse, bind_sql, statement_info
+from ..sqltext import analyse, bind_sql, check_statement_kind, statement_info
 from ..values import bind_value
 
 __all__ = ["run_sql"]
@@ -21,6 +21,9 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     query = inputs["query"]
     shape = manifest.execution.get("output", "rows")
     sql, values = bind_sql(query, inputs.get("parameters", []), context)
+    kind = manifest.execution.get("statementKind")
+    if kind:
+        check_statement_kind(sql, kind)
     session.parameters_given = len(inputs.get("parameters", []))
     session.prepare(read_only=manifest.read_only)
     cur = session.raw_cursor()

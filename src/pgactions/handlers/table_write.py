@@ -21,14 +21,15 @@ from ..manifests import Manifest
 from ..templating import quote_identifier, render_value
 from ..values import bind_value
 
-__all__ = ["run_insert", "run_upsert", "TableInfo", "table_info"]
+__all__ = ["INSERTED_COLUMN", "TableInfo", "on_conflict", "run_insert", "run_upsert", "table_info"]
 
 _DIALECT = postgresql.psycopg.dialect()
 _INSERTED_FLAG = "_pgactions_inserted"
 
 _TABLE_COLUMNS_SQL = """
 SELECT a.attname, t.typname, t.typcategory,
-       array_position(i.indkey::int2[], a.attnum) AS pk_position
+       array_position(i.indkey::int2[], a.attnum) AS pk_position,
+       format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
@@ -43,6 +44,11 @@ class TableInfo:
     name: str
     columns: dict[str, str]  # name → type name
     primary_key: tuple[str, ...]
+    sql_types: dict[str, str]  # name → the type as SQL (format_type), for casts
+
+    @property
+    def qualified(self) -> str:
+        return quote_identifier(*([self.schema] if self.schema else []), self.name)
 
     def sa_table(self) -> sa.Table:
         return sa.Table(self.name, sa.MetaData(), *(sa.Column(c) for c in self.columns),
@@ -72,9 +78,9 @@ def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
             hint = f"; to name a schema, put {table.split('.', 1)[0]!r} in the schema field"
         raise ActionError("UNDEFINED_TABLE", f"table {table!r} was not found in {where}{hint}",
                           extra={"table": table})
-    columns = {name: typname for name, typname, _cat, _pk in rows}
+    columns = {r[0]: r[1] for r in rows}
     pk = tuple(r[0] for r in sorted((r for r in rows if r[3] is not None), key=lambda r: r[3]))
-    return TableInfo(schema, table, columns, pk)
+    return TableInfo(schema, table, columns, pk, {r[0]: r[4] for r in rows})
 
 
 def _values(info: TableInfo, columns: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +113,21 @@ def _bound(table: sa.Table, values: dict[str, Any]) -> dict[Any, Any]:
             for i, (name, value) in enumerate(values.items())}
 
 
+# True for a row the statement inserted, false for one it updated (a new row version has xmax 0).
+INSERTED_COLUMN: Any = sa.literal_column("(xmax = 0)").label(_INSERTED_FLAG)
+
+
+def on_conflict(insert: Any, columns: list[str] | None, constraint: str | None, update: list[str]) -> Any:
+    """The ON CONFLICT clause of Upsert Row and the bulk writes: DO UPDATE of *update* (from the
+    proposed row), or DO NOTHING when *update* is empty.  The target is the conflict columns or a
+    named constraint; DO NOTHING may have none (any unique violation skips the row)."""
+    target: dict[str, Any] = {"constraint": constraint} if constraint else (
+        {"index_elements": columns} if columns else {})
+    if not update:
+        return insert.on_conflict_do_nothing(**target)
+    return insert.on_conflict_do_update(**target, set_={c: insert.excluded[c] for c in update})
+
+
 def run_insert(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
     session.prepare(read_only=False)
     info = table_info(session, inputs["table"], inputs.get("schema"))
@@ -136,10 +157,8 @@ def run_upsert(session: Session, manifest: Manifest, inputs: dict[str, Any], con
     table = info.sa_table()
     insert = postgresql.insert(table).values(_bound(table, values))
     # With nothing to update, "update" a conflict column to itself so the row still comes back.
-    assignments = {c: insert.excluded[c] for c in (update or conflict[:1])}
-    upsert = insert.on_conflict_do_update(index_elements=conflict, set_=assignments).returning(
-        *table.c, sa.literal_column("(xmax = 0)").label(_INSERTED_FLAG))
+    upsert = on_conflict(insert, conflict, None, update or conflict[:1]).returning(*table.c, INSERTED_COLUMN)
     row = _execute_returning(session, upsert)
-    inserted = bool(row.pop(_INSERTED_FLAG, True))
+    inserted = bool(row.pop(INSERTED_COLUMN.name, True))
     return to_json_bytes({"rowCount": 1, "inserted": inserted, "row": row,
                           "insertedId": _inserted_id(info, row)})

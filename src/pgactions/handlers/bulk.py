@@ -1,0 +1,320 @@
+"""Insert Rows and Upsert Rows: many rows in one call, all or nothing.
+
+Two paths, both typed by the table's own columns:
+
+* **COPY** (Insert Rows without conflict handling or returned rows): rows stream to the server in
+  PostgreSQL's COPY format; the server parses each value for its column's type.
+* **INSERT … SELECT FROM jsonb_populate_recordset(NULL::table, $1)** otherwise: a chunk of rows
+  travels as one jsonb parameter and the server turns it into rows of the table's own type, so a
+  chunk needs one parameter whatever its size (PostgreSQL's 65,535-parameter limit never
+  applies).  The statement comes from the same builder as Upsert Row (``on_conflict``).
+
+Rows are grouped by the set of columns they give, so a column a row leaves out gets its default
+(not NULL).  Everything runs in one transaction; when it fails, the failing row is found (COPY
+names its line; otherwise the chunks are replayed inside a rolled-back transaction) and the error
+says its index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from ..boundary import map_exception
+from ..convert import to_json_bytes
+from ..errors import ActionError
+from ..execution import Session
+from ..manifests import Manifest
+from ..templating import quote_identifier, render_value
+from .table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
+
+__all__ = ["run_insert_rows", "run_upsert_rows"]
+
+CHUNK_ROWS = 5000  # rows per INSERT … SELECT statement (one jsonb parameter each)
+_LOCATE_CHUNK = 200  # while looking for a failing row, rows replayed per savepoint
+_COPY_LINE = re.compile(r"\bline (\d+)")
+
+_UNIQUE_KEYS_SQL = """
+SELECT c.conname, i.indisprimary,
+       array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n)
+FROM pg_index i
+LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.contype IN ('p', 'u')
+WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+ORDER BY i.indisprimary DESC, c.conname NULLS LAST
+"""
+
+Indexed = list[tuple[int, dict[str, Any]]]  # (row index in the input, row)
+
+
+def run_insert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    groups = _groups(info, render_value(inputs["rows"], context))
+    mode = inputs.get("onConflict", "error")
+    returning = inputs.get("returning", False)
+    if mode == "error" and not returning:
+        return to_json_bytes({"rowCount": _copy(session, info, groups)})
+    target: tuple[Any, Any] = (None, None)
+    update: list[str] | None = None  # None: no ON CONFLICT clause at all
+    if mode != "error":
+        target, update = _conflict_plan(session, info, inputs, groups, update=mode == "update")
+    outcome = _insert_select(session, info, groups, target, update, returning)
+    out: dict[str, Any] = {"rowCount": outcome.inserted + outcome.updated}
+    if mode == "skip":
+        out["skipped"] = outcome.total - outcome.inserted
+    if mode == "update":
+        out.update(inserted=outcome.inserted, updated=outcome.updated)
+    if returning:
+        out["rows"] = outcome.rows
+    return to_json_bytes(out)
+
+
+def run_upsert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    groups = _groups(info, render_value(inputs["rows"], context))
+    do_nothing = inputs.get("onConflict", "update") == "skip"
+    target, update = _conflict_plan(session, info, inputs, groups, update=not do_nothing)
+    outcome = _insert_select(session, info, groups, target, update, inputs.get("returning", False))
+    out: dict[str, Any] = {"rowCount": outcome.inserted + outcome.updated, "inserted": outcome.inserted,
+                           "updated": outcome.updated, "skipped": outcome.total - outcome.inserted - outcome.updated}
+    if inputs.get("returning", False):
+        out["rows"] = outcome.rows
+    return to_json_bytes(out)
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def _groups(info: TableInfo, rows: list[Any]) -> dict[tuple[str, ...], Indexed]:
+    """Rows grouped by the columns they give (in the table's order), each with its input index."""
+    groups: dict[tuple[str, ...], Indexed] = {}
+    known: dict[frozenset[str], tuple[str, ...]] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict) or not row:
+            raise ActionError("INVALID_INPUT", f"row {index} must be an object with at least one column",
+                              extra={"field": f"rows/{index}", "rowIndex": index})
+        keys = frozenset(row)
+        columns = known.get(keys)
+        if columns is None:
+            info.check_columns(list(row), f"rows/{index}")
+            columns = known[keys] = tuple(c for c in info.columns if c in keys)
+        groups.setdefault(columns, []).append((index, row))
+    return groups
+
+
+def _chunks(rows: Indexed, size: int) -> Iterator[Indexed]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+# -- COPY ----------------------------------------------------------------------------------------
+
+
+def _copy(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Indexed]) -> int:
+    conn = session.conn
+    total = 0
+    with session.transaction():
+        for columns, rows in groups.items():
+            json_columns = [i for i, c in enumerate(columns) if info.columns[c] in ("json", "jsonb")]
+            names = ", ".join(quote_identifier(c) for c in columns)
+            with conn.cursor() as cur:
+                try:
+                    with cur.copy(f"COPY {info.qualified} ({names}) FROM STDIN") as copy:
+                        for index, row in rows:
+                            values = [row[c] for c in columns]
+                            for i in json_columns:
+                                values[i] = _json_text(values[i])
+                            try:
+                                copy.write_row(values)
+                            except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
+                                raise ActionError("INVALID_VALUE", f"row {index}: {exc}",
+                                                  extra={"rowIndex": index}) from None
+                except psycopg.Error as exc:
+                    raise _row_error(exc, _copy_row_index(exc, rows)) from None
+            total += len(rows)
+    return total
+
+
+def _json_text(value: Any) -> Any:
+    """A value for a json column: text is JSON already (as in Insert Row); the rest is encoded."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _copy_row_index(exc: psycopg.Error, rows: Indexed) -> int | None:
+    """COPY's error context says 'COPY t, line 117, column …': line n is the group's row n."""
+    match = _COPY_LINE.search(exc.diag.context or "") if exc.diag else None
+    if match and 1 <= int(match.group(1)) <= len(rows):
+        return rows[int(match.group(1)) - 1][0]
+    return None
+
+
+# -- INSERT … SELECT -------------------------------------------------------------------------
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.total = 0
+        self.inserted = 0
+        self.updated = 0
+        self.rows: list[dict[str, Any]] = []
+
+
+def _conflict_plan(session: Session, info: TableInfo, inputs: dict[str, Any],
+                   groups: dict[tuple[str, ...], Indexed], update: bool) -> tuple[Any, list[str] | None]:
+    """((conflict columns, constraint name), columns to update) for the ON CONFLICT clause."""
+    constraint = inputs.get("constraint")
+    columns = inputs.get("conflictColumns")
+    if constraint and columns:
+        raise ActionError("INVALID_INPUT", "give conflictColumns or constraint, not both",
+                          extra={"field": "constraint"})
+    if columns:
+        info.check_columns(columns, "conflictColumns")
+    elif not constraint and (update or inputs.get("onConflict") == "update"):
+        columns = _default_key(session, info)
+    given = {c for group in groups for c in group}
+    if update:
+        wanted = inputs.get("updateColumns")
+        if wanted is not None:
+            info.check_columns(wanted, "updateColumns")
+        keys = set(columns or ())
+        update_columns = [c for c in (wanted if wanted is not None else info.columns) if c in given and c not in keys]
+        if columns:
+            _refuse_repeated_keys(groups, columns)
+            missing = [c for c in columns if any(c not in group for group in groups)]
+            if missing:
+                raise ActionError("INVALID_INPUT", f"every row needs a value for the conflict column(s) "
+                                                   f"{', '.join(missing)}", extra={"field": "rows"})
+        return (columns, constraint), update_columns
+    return (columns, constraint), []
+
+
+def _default_key(session: Session, info: TableInfo) -> list[str]:
+    """The primary key, else the table's only unique key."""
+    keys = session.conn.execute(_UNIQUE_KEYS_SQL, [info.qualified]).fetchall()
+    if not keys:
+        raise ActionError("INVALID_INPUT", f"{info.display} has no primary key or unique constraint to match "
+                                           "rows on; give conflictColumns", extra={"field": "conflictColumns"})
+    primary = [k for k in keys if k[1]]
+    if primary:
+        return list(primary[0][2])
+    if len(keys) > 1:
+        listed = "; ".join(f"{name or 'unique index'} ({', '.join(cols)})" for name, _p, cols in keys)
+        raise ActionError("INVALID_INPUT", f"{info.display} has several unique keys ({listed}): name one in "
+                                           "conflictColumns or constraint", extra={"field": "conflictColumns"})
+    return list(keys[0][2])
+
+
+def _refuse_repeated_keys(groups: dict[tuple[str, ...], Indexed], columns: list[str]) -> None:
+    """PostgreSQL refuses to update one row twice in a statement; say which rows repeat a key."""
+    seen: dict[str, int] = {}
+    for rows in groups.values():
+        for index, row in rows:
+            key = orjson.dumps([row.get(c) for c in columns], option=orjson.OPT_NON_STR_KEYS).decode()
+            if key in seen:
+                raise ActionError("INVALID_INPUT", f"rows {seen[key]} and {index} have the same "
+                                                   f"{', '.join(columns)}: give each key once",
+                                  extra={"field": f"rows/{index}", "rowIndex": index})
+            seen[key] = index
+
+
+def _statement(info: TableInfo, columns: tuple[str, ...], target: tuple[Any, Any],
+               update: list[str] | None, returning: bool) -> str:
+    table = info.sa_table()
+    source = sa.func.jsonb_populate_recordset(sa.literal_column(f"NULL::{info.qualified}"),
+                                              sa.bindparam("rows", type_=sa.types.NullType()))
+    rows = source.table_valued(*(sa.column(c) for c in columns)).alias("r")
+    insert: Any = postgresql.insert(table).from_select(list(columns), sa.select(*(rows.c[c] for c in columns)))
+    if update is not None:
+        insert = on_conflict(insert, target[0], target[1], update)
+    returned = [*table.c] if returning else []
+    return str(insert.returning(*returned, INSERTED_COLUMN).compile(dialect=_DIALECT))
+
+
+def _insert_select(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Indexed],
+                   target: tuple[Any, Any], update: list[str] | None, returning: bool) -> _Outcome:
+    outcome = _Outcome()
+    plans = [(_statement(info, columns, target, update, returning), columns, rows) for columns, rows in groups.items()]
+    try:
+        with session.transaction():
+            for sql, columns, rows in plans:
+                for chunk in _chunks(rows, CHUNK_ROWS):
+                    _run_chunk(session, info, sql, columns, chunk, outcome, returning)
+    except psycopg.Error as exc:
+        raise _located(session, info, plans, exc) from None
+    return outcome
+
+
+def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, ...], chunk: Indexed,
+               outcome: _Outcome | None, returning: bool) -> None:
+    payload = orjson.dumps([_json_row(info, columns, index, row) for index, row in chunk],
+                           default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    cur = session.conn.execute(sql, {"rows": payload})
+    if outcome is None:
+        return
+    outcome.total += len(chunk)
+    names = [d.name for d in cur.description or ()][:-1]
+    for row in cur.fetchall() if names or cur.description else ():
+        inserted = row[-1]
+        outcome.inserted += bool(inserted)
+        outcome.updated += not inserted
+        if returning:
+            outcome.rows.append(dict(zip(names, row[:-1])))
+
+
+def _json_row(info: TableInfo, columns: tuple[str, ...], index: int, row: dict[str, Any]) -> dict[str, Any]:
+    """A row for jsonb_populate_recordset; text given for a json column is JSON text (as in Insert Row)."""
+    out = {}
+    for c in columns:
+        value = row[c]
+        if isinstance(value, str) and info.columns[c] in ("json", "jsonb"):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ActionError("INVALID_VALUE", f"row {index}, column {c}: the text is not valid JSON",
+                                  extra={"rowIndex": index, "column": c}) from None
+        out[c] = value
+    return out
+
+
+def _located(session: Session, info: TableInfo, plans: list[Any], first: psycopg.Error) -> ActionError:
+    """Replay the rows in a transaction that is rolled back, a few hundred per savepoint, then one
+    by one in the chunk that fails: the first failing row and its own error."""
+    conn = session.conn
+    try:
+        with session.transaction(force_rollback=True):
+            for sql, columns, rows in plans:
+                for chunk in _chunks(rows, _LOCATE_CHUNK):
+                    try:
+                        with conn.transaction():
+                            _run_chunk(session, info, sql, columns, chunk, None, False)
+                        continue
+                    except psycopg.Error:
+                        pass
+                    for single in _chunks(chunk, 1):
+                        try:
+                            with conn.transaction():
+                                _run_chunk(session, info, sql, columns, single, None, False)
+                        except psycopg.Error as exc:
+                            return _row_error(exc, single[0][0])
+    except psycopg.Error:
+        pass  # could not replay (a lost connection …): report the original failure
+    return _row_error(first, None)
+
+
+def _row_error(exc: psycopg.Error, index: int | None) -> ActionError:
+    error = map_exception(exc, connecting=False)
+    if index is not None:
+        error.payload["rowIndex"] = index
+        error.payload["detail"] = f"row {index}: {error.payload.get('detail', '')}".rstrip(": ")
+    error.payload["rolledBack"] = True
+    return error

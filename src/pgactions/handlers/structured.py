@@ -1,0 +1,82 @@
+"""Update Rows and Delete Rows without SQL: a table, the new values (``set``) and ``where``
+conditions; built with SQLAlchemy Core from the table's real columns, every value bound.
+
+With ``query`` the action runs the user's SQL instead (:func:`run_sql`).  A structured statement
+without conditions would touch every row of the table: that takes ``allowAllRows: true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..convert import to_json_bytes
+from ..errors import ActionError
+from ..execution import Session
+from ..filters import is_empty, where_clause
+from ..manifests import Manifest
+from ..templating import render_value
+from .sql import run_sql
+from .table_write import _DIALECT, _bound, _values, table_info
+
+__all__ = ["run_delete_rows", "run_update_rows"]
+
+
+def run_update_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    if _sql_mode(inputs, ("set", "where", "allowAllRows", "returning")):
+        return run_sql(session, manifest, inputs, context)
+    if not inputs.get("set"):
+        raise ActionError("INVALID_INPUT", "give the new values in set (or an UPDATE statement in query)",
+                          extra={"field": "set"})
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    info.check_columns(list(inputs["set"]), "set")
+    table = info.sa_table()
+    stmt = sa.update(table).values(_bound(table, _values(info, inputs["set"], context)))
+    return _run(session, inputs, context, info, table, stmt)
+
+
+def run_delete_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+    if _sql_mode(inputs, ("where", "allowAllRows", "returning")):
+        return run_sql(session, manifest, inputs, context)
+    session.prepare(read_only=False)
+    info = table_info(session, inputs["table"], inputs.get("schema"))
+    table = info.sa_table()
+    return _run(session, inputs, context, info, table, sa.delete(table))
+
+
+def _sql_mode(inputs: dict[str, Any], structured_fields: tuple[str, ...]) -> bool:
+    """SQL mode with ``query``; structured mode with ``table``; never both."""
+    if "query" in inputs:
+        mixed = [f for f in ("table", "schema", *structured_fields) if inputs.get(f) not in (None, False)]
+        if mixed:
+            raise ActionError("INVALID_INPUT", f"give either query (SQL mode) or table (structured mode), not "
+                                               f"both: remove {', '.join(mixed)} or query", extra={"field": mixed[0]})
+        return True
+    if "table" not in inputs:
+        raise ActionError("INVALID_INPUT", "give a table (structured mode) or a query (SQL mode)",
+                          extra={"field": "table"})
+    return False
+
+
+def _run(session: Session, inputs: dict[str, Any], context: dict[str, Any], info: Any, table: sa.Table,
+         stmt: Any) -> bytes:
+    where = render_value(inputs.get("where"), context)
+    if is_empty(where):
+        if not inputs.get("allowAllRows"):
+            raise ActionError("INVALID_INPUT", f"no where conditions: this would change every row of "
+                                               f"{info.display}. Add conditions, or set allowAllRows to true "
+                                               "if that is what you want", extra={"field": "where"})
+    else:
+        stmt = stmt.where(where_clause(table, info.sql_types, where))
+    returning = bool(inputs.get("returning"))
+    if returning:
+        stmt = stmt.returning(*table.c)
+    compiled = stmt.compile(dialect=_DIALECT)
+    cur = session.conn.execute(str(compiled), compiled.params)
+    if not returning:
+        return b'{"rowCount":%d}' % max(cur.rowcount, 0)
+    names = [d.name for d in cur.description or ()]
+    rows = [dict(zip(names, row)) for row in cur.fetchall()]
+    return to_json_bytes({"rowCount": len(rows), "rows": rows})
