@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--connection", "-c", required=True, help="postgresql:// URL or profile file (YAML/JSON)")
     run.add_argument("--input", "-i", default="{}", help="inputs as JSON, or @file.json")
     run.add_argument("--context", default=None, help="flow context (trigger, steps) as JSON, or @file.json")
+    run.add_argument("--items", default=None,
+                     help="run once per item: a JSON list of {inputs, context?}, or @file.json (instead of --input)")
+    run.add_argument("--batch-mode", choices=["independent", "transaction", "single"], default="independent",
+                     help="with --items: each item on its own (default), all in one transaction, or one statement")
     run.add_argument("--max-result-bytes", type=int, default=None, help="output size limit (default 10 MB)")
     run.add_argument("--numeric-as-number", action="store_true", help="emit numeric values as JSON numbers")
     run.add_argument("--flow", default=None, help="flow name, shown in pg_stat_activity's application_name")
@@ -120,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     from .execution import Limits
     from .runtime import Runtime
 
+    if args.items is not None and args.input != "{}":
+        raise UsageError("give --input or --items, not both")
     inputs = _json_argument(args.input, "--input")
     context = _json_argument(args.context, "--context") if args.context else None
     if context is not None and not isinstance(context, dict):
@@ -127,6 +133,12 @@ def _run(args: argparse.Namespace) -> int:
     limits = Limits(numeric_as_number=args.numeric_as_number,
                     **({"max_result_bytes": args.max_result_bytes} if args.max_result_bytes else {}))
     with Runtime(limits) as runtime:
+        if args.items is not None:
+            items = _json_argument(args.items, "--items")
+            result = runtime.run_batch(args.action, args.connection, items, args.batch_mode, context,
+                                       flow=args.flow, step=args.step)
+            _print_json(result.json)
+            return 0 if result.data["ok"] else 1
         result = runtime.run(args.action, args.connection, inputs, context, flow=args.flow, step=args.step)
     _print_json(result.json)
     return 0

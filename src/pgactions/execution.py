@@ -115,6 +115,10 @@ class Session:
         if own_failure is not None:
             raise own_failure
 
+    @property
+    def timed_out(self) -> bool:
+        return bool(self._watch is not None and self._watch.fired)
+
     def _commit_open_transaction(self) -> BaseException | None:
         """PgBouncer mode runs each action in a transaction of its own: commit it."""
         if self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
@@ -142,12 +146,12 @@ class Session:
 
     # -- session settings --------------------------------------------------------------------
     @contextmanager
-    def transaction(self, force_rollback: bool = False) -> Iterator[Any]:
+    def transaction(self, force_rollback: bool = False, read_only: bool = False) -> Iterator[Any]:
         """A transaction (a savepoint when one is open already): committed when the block ends,
         rolled back when it raises or with *force_rollback* (a dry run)."""
         if self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
             # Settings first: set_config inside a transaction would be undone by its rollback.
-            self.prepare(read_only=False)
+            self.prepare(read_only=read_only)
         with self.conn.transaction(force_rollback=force_rollback) as tx:
             yield tx
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 
+from .batch import MODES, normalize_items, run_items
 from .boundary import scrub
 from .errors import ActionError
 from .execution import Limits, Session
-from .handlers import get_handler
-from .manifests import Manifest, get_manifest
+from .handlers.dispatch import run_handler
+from .manifests import get_manifest
 from .pools import PoolCache
 from .profiles import ConnectionProfile, load_profile
 from .validation import validate_inputs
@@ -80,7 +81,7 @@ class Runtime:
             flow_context = _flow_context(context)
             app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
             with Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel) as session:
-                output = run_in_session(session, manifest, checked, flow_context)
+                output = run_handler(session, manifest, checked, flow_context)
             if len(output) > self.limits.max_result_bytes:
                 raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
                                                       f"limit of {self.limits.max_result_bytes:,}")
@@ -93,24 +94,57 @@ class Runtime:
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
         return ActionResult(action_id, output, elapsed)
 
+    def run_batch(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
+                  items: list[dict[str, Any]], mode: str = "independent", context: dict[str, Any] | None = None, *,
+                  flow: str | None = None, step: str | None = None, cancel: threading.Event | None = None,
+                  timeout: float | None = None) -> ActionResult:
+        """Run one action over *items* (each ``{"inputs": {...}, "context"?: {...}}``; an item's
+        context is laid over *context*).  *mode*: ``independent`` (each item on its own, a result
+        per item, failures do not stop the rest), ``transaction`` (all or nothing; the error names
+        the item) or ``single`` (one statement for all items where the action allows).  In the
+        last two the whole batch runs within one *timeout*.  See :mod:`pgactions.batch`."""
+        started = time.perf_counter()
+        secrets: tuple[str, ...] = ()
+        try:
+            manifest = get_manifest(action_id)
+            profile = load_profile(connection)
+            secrets = profile.secrets()
+            entries = normalize_items(items, _flow_context(context))
+            if mode not in MODES:
+                raise ActionError("INVALID_INPUT", f"batch mode {mode!r} is not one of {', '.join(MODES)}",
+                                  extra={"field": "mode"})
+            if mode == "independent":
+                output = self._run_independent(action_id, profile, entries, flow, step, cancel)
+            else:
+                limit = self.limits.timeout_for(timeout, profile.statementTimeout)
+                app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
+                with Session(self.pools, self.watchdog, profile, limit, self.limits, app_name, cancel) as session:
+                    output = _batch_output(run_items(session, manifest, entries, mode))
+            if len(output) > self.limits.max_result_bytes:
+                raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
+                                                      f"limit of {self.limits.max_result_bytes:,}")
+        except ActionError as exc:
+            exc.payload = scrub(exc.payload, secrets)
+            log.info("batch of %s (%s) failed with %s", action_id, mode, exc.code)
+            raise
+        return ActionResult(action_id, output, (time.perf_counter() - started) * 1000)
 
-def run_in_session(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    """One action's handler on an open session, with the write guards: ``maxAffectedRows``
-    (more → rolled back, MAX_AFFECTED_ROWS) and ``dryRun`` (run, count, roll back)."""
-    handler = get_handler(manifest.handler)
-    limit, dry_run = inputs.get("maxAffectedRows"), bool(inputs.get("dryRun"))
-    if limit is None and not dry_run:
-        return handler(session, manifest, inputs, context)
-    with session.transaction(force_rollback=dry_run):
-        output = handler(session, manifest, inputs, context)
-        count = int(orjson.loads(output).get("rowCount") or 0)
-        if limit is not None and count > limit:
-            raise ActionError("MAX_AFFECTED_ROWS", f"the action would change {count:,} rows; "
-                                                   f"maxAffectedRows is {limit:,}",
-                              extra={"rowCount": count, "maxAffectedRows": limit})
-    if dry_run:
-        output = output[:-1] + b',"dryRun":true}'
-    return output
+    def _run_independent(self, action_id: str, profile: ConnectionProfile, entries: list[Any],
+                         flow: str | None, step: str | None, cancel: threading.Event | None) -> bytes:
+        results: list[dict[str, Any]] = []
+        for index, (inputs, context) in enumerate(entries):
+            try:
+                out = self.run(action_id, profile, inputs, context, flow=flow, step=step, cancel=cancel)
+                results.append({"index": index, "ok": True, "output": out.data})
+            except ActionError as exc:
+                results.append({"index": index, "ok": False, "error": exc.payload})
+        failed = sum(not r["ok"] for r in results)
+        return _batch_output({"mode": "independent", "ok": failed == 0, "succeeded": len(results) - failed,
+                              "failed": failed, "results": results})
+
+
+def _batch_output(outputs: dict[str, Any]) -> bytes:
+    return orjson.dumps(outputs)
 
 
 def _tag(value: Any) -> str | None:

@@ -9,6 +9,7 @@ from .bulk import run_insert_rows, run_upsert_rows
 from .sql import run_sql
 from .structured import run_delete_rows, run_update_rows
 from .table_write import run_insert, run_upsert
+from .transaction import run_transaction
 
 __all__ = ["HANDLERS", "get_handler"]
 
@@ -23,6 +24,7 @@ HANDLERS: dict[str, Handler] = {
     "delete_rows": run_delete_rows,
     "insert_rows": run_insert_rows,
     "upsert_rows": run_upsert_rows,
+    "transaction": run_transaction,
 }
 
 

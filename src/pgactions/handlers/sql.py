@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import psycopg
 
 from ..convert import to_json_bytes
+from ..errors import ActionError
 from ..execution import Session
 from ..manifests import Manifest
 from ..sqltext import analyse, bind_sql, check_statement_kind, statement_info
 from ..values import bind_value
 
-__all__ = ["run_sql"]
+__all__ = ["run_sql", "run_sql_many"]
 
 _ENVELOPE_BYTES = 64  # room kept under the cap for {"rows":[…],"rowCount":n,…}
 
@@ -50,6 +52,35 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     if shape == "rows" or rows.returned_rows:
         return _with_rows(head, rows.body)
     return to_json_bytes(head)
+
+
+def run_sql_many(session: Session, manifest: Manifest, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
+    """Batch ``single`` mode: the same query for every item, executed with each item's parameters
+    as one prepared statement in one transaction (psycopg pipelines the executions)."""
+    bound = [bind_sql(inputs["query"], inputs.get("parameters", []), context) for inputs, context in items]
+    sql = bound[0][0]
+    for index, (other, _values) in enumerate(bound):
+        if other != sql:
+            raise ActionError("INVALID_INPUT", f"single mode runs one statement: item {index}'s query differs from "
+                                               "item 0's (use transaction mode)", extra={"itemIndex": index})
+    kind = manifest.execution.get("statementKind")
+    if kind:
+        check_statement_kind(sql, kind)
+    shape = manifest.execution.get("output", "rows")
+    cur = session.raw_cursor()
+    outputs: list[Any] = []
+    with session.transaction(read_only=manifest.read_only):
+        cur.executemany(sql, [[bind_value(v) for v in values] for _sql, values in bound], returning=True)
+        while True:
+            result = session.read_rows(cur, session.limits.max_result_bytes)
+            head: dict[str, Any] = {"success": True} if shape == "status" else {}
+            head["rowCount"] = result.row_count
+            if shape == "rows" or result.returned_rows:
+                head["rows"] = orjson.loads(b"[" + result.body + b"]")
+            outputs.append(head)
+            if not cur.nextset():
+                break
+    return outputs
 
 
 def _run_script(session: Session, cur: Any, sql: str, budget: int) -> Any:
