@@ -21,7 +21,7 @@ def test_list_and_describe() -> None:
     assert listed.returncode == 0
     ids = {a["id"] for a in json.loads(listed.stdout)}
     assert ids == {"query_rows", "insert_row", "update_rows", "delete_rows", "execute_query", "upsert_row",
-                   "insert_rows", "upsert_rows"}
+                   "insert_rows", "upsert_rows", "run_transaction"}
     described = json.loads(cli("describe", "upsert_row").stdout)
     conflict = described["input"]["properties"]["conflictColumns"]
     assert conflict["title"] == "Conflict columns"
