@@ -8,6 +8,8 @@
 (b) streaming: query_rows reading up to the 10 MB cap, and 1,000,000 rows with the cap lifted,
     vs psycopg dict_row + orjson over fetchall().  Target: ≥ 1.0x psycopg's rows/s.  Peak memory
     (max RSS) of each variant is measured in its own child process.
+(c) bulk writes: insert_rows / upsert_rows of 100,000 rows vs psycopg COPY, executemany and
+    per-row loops (bench/bulk.py, also runnable alone).
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ def main() -> int:
             print(f"    psycopg dict_row + orjson fetchall: {base_rate:12,.0f} rows/s  max RSS {base['max_rss_mb']:7.1f} MB")
             print(f"    pgactions query_rows:               {our_rate:12,.0f} rows/s  max RSS {ours['max_rss_mb']:7.1f} MB")
             print(f"    ratio (pgactions / psycopg rows/s):  {our_rate / base_rate:8.2f}x  (target ≥ 1.0x)")
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bulk  # (c): bench/bulk.py
+
+        bulk.report(bulk.bench_bulk(url))
     finally:
         if server is not None:
             server.stop()

@@ -18,7 +18,8 @@ says its index.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ from .table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, tabl
 
 __all__ = ["run_insert_rows", "run_upsert_rows"]
 
-CHUNK_ROWS = 5000  # rows per INSERT … SELECT statement (one jsonb parameter each)
+CHUNK_ROWS = 2000  # rows per INSERT … SELECT statement (one jsonb parameter each)
 _LOCATE_CHUNK = 200  # while looking for a failing row, rows replayed per savepoint
 _COPY_LINE = re.compile(r"\bline (\d+)")
 
@@ -50,13 +51,34 @@ WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL AND i
 ORDER BY i.indisprimary DESC, c.conname NULLS LAST
 """
 
-Indexed = list[tuple[int, dict[str, Any]]]  # (row index in the input, row)
+
+
+class Group:
+    """Rows that give the same columns, with their indexes in the input."""
+
+    __slots__ = ("indices", "rows")
+
+    def __init__(self, indices: Sequence[int], rows: list[dict[str, Any]]) -> None:
+        self.indices, self.rows = indices, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def pairs(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        return zip(self.indices, self.rows)
+
+    def chunks(self, size: int) -> Iterator[Group]:
+        for start in range(0, len(self.rows), size):
+            yield Group(self.indices[start:start + size], self.rows[start:start + size])
+
+
+Groups = dict[tuple[str, ...], Group]  # the columns given (in the table's order) → their rows
 
 
 def run_insert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
     session.prepare(read_only=False)
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    groups = _groups(info, render_value(inputs["rows"], context))
+    groups = _groups(info, _rendered(inputs["rows"], context))
     mode = inputs.get("onConflict", "error")
     returning = inputs.get("returning", False)
     if mode == "error" and not returning:
@@ -79,7 +101,7 @@ def run_insert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any]
 def run_upsert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
     session.prepare(read_only=False)
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    groups = _groups(info, render_value(inputs["rows"], context))
+    groups = _groups(info, _rendered(inputs["rows"], context))
     do_nothing = inputs.get("onConflict", "update") == "skip"
     target, update = _conflict_plan(session, info, inputs, groups, update=not do_nothing)
     outcome = _insert_select(session, info, groups, target, update, inputs.get("returning", False))
@@ -93,32 +115,48 @@ def run_upsert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any]
 # -- rows --------------------------------------------------------------------------------------
 
 
-def _groups(info: TableInfo, rows: list[Any]) -> dict[tuple[str, ...], Indexed]:
-    """Rows grouped by the columns they give (in the table's order), each with its input index."""
-    groups: dict[tuple[str, ...], Indexed] = {}
-    known: dict[frozenset[str], tuple[str, ...]] = {}
+def _rendered(rows: list[Any], context: dict[str, Any]) -> list[Any]:
+    """Rows with their templates rendered.  Thousands of rows from a spreadsheet seldom hold a
+    template: one look at their JSON text saves walking every value."""
+    try:
+        text = orjson.dumps(rows, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return list(render_value(rows, context))
+    if b"{{" not in text and b"{%" not in text:
+        return rows
+    return list(render_value(rows, context))
+
+
+def _groups(info: TableInfo, rows: list[Any]) -> Groups:
+    """Rows grouped by the columns they give.  Usually every row gives the same ones: one group,
+    the input list itself, found with one C-level comparison per row."""
+    first = rows[0] if rows else None
+    if type(first) is dict and first:
+        keys = first.keys()
+        if all(type(row) is dict and row.keys() == keys for row in rows):
+            info.check_columns(list(first), "rows/0")
+            return {tuple(c for c in info.columns if c in first): Group(range(len(rows)), rows)}
+    groups: dict[tuple[str, ...], Group] = {}
+    known: dict[tuple[str, ...], Group] = {}  # a row's keys, in its own order → its group
     for index, row in enumerate(rows):
-        if not isinstance(row, dict) or not row:
+        if type(row) is not dict or not row:
             raise ActionError("INVALID_INPUT", f"row {index} must be an object with at least one column",
                               extra={"field": f"rows/{index}", "rowIndex": index})
-        keys = frozenset(row)
-        columns = known.get(keys)
-        if columns is None:
+        order = tuple(row)
+        group = known.get(order)
+        if group is None:
             info.check_columns(list(row), f"rows/{index}")
-            columns = known[keys] = tuple(c for c in info.columns if c in keys)
-        groups.setdefault(columns, []).append((index, row))
+            columns = tuple(c for c in info.columns if c in row)
+            group = known[order] = groups.setdefault(columns, Group([], []))
+        group.indices.append(index)  # type: ignore[attr-defined]
+        group.rows.append(row)
     return groups
-
-
-def _chunks(rows: Indexed, size: int) -> Iterator[Indexed]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
 
 
 # -- COPY ----------------------------------------------------------------------------------------
 
 
-def _copy(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Indexed]) -> int:
+def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
     conn = session.conn
     total = 0
     with session.transaction():
@@ -128,13 +166,19 @@ def _copy(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Index
             with conn.cursor() as cur:
                 try:
                     with cur.copy(f"COPY {info.qualified} ({names}) FROM STDIN") as copy:
-                        for index, row in rows:
-                            values = [row[c] for c in columns]
-                            for i in json_columns:
-                                values[i] = _json_text(values[i])
+                        values_of = itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+                        for position, row in enumerate(rows.rows):
+                            values = values_of(row)
+                            if json_columns:
+                                values = list(values)
+                                for i in json_columns:
+                                    value = values[i]
+                                    if value is not None and type(value) is not str:  # text is JSON already
+                                        values[i] = orjson.dumps(value).decode()
                             try:
                                 copy.write_row(values)
                             except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
+                                index = rows.indices[position]
                                 raise ActionError("INVALID_VALUE", f"row {index}: {exc}",
                                                   extra={"rowIndex": index}) from None
                 except psycopg.Error as exc:
@@ -143,18 +187,11 @@ def _copy(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Index
     return total
 
 
-def _json_text(value: Any) -> Any:
-    """A value for a json column: text is JSON already (as in Insert Row); the rest is encoded."""
-    if value is None or isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
-
-
-def _copy_row_index(exc: psycopg.Error, rows: Indexed) -> int | None:
+def _copy_row_index(exc: psycopg.Error, rows: Group) -> int | None:
     """COPY's error context says 'COPY t, line 117, column …': line n is the group's row n."""
     match = _COPY_LINE.search(exc.diag.context or "") if exc.diag else None
     if match and 1 <= int(match.group(1)) <= len(rows):
-        return rows[int(match.group(1)) - 1][0]
+        return rows.indices[int(match.group(1)) - 1]
     return None
 
 
@@ -170,7 +207,7 @@ class _Outcome:
 
 
 def _conflict_plan(session: Session, info: TableInfo, inputs: dict[str, Any],
-                   groups: dict[tuple[str, ...], Indexed], update: bool) -> tuple[Any, list[str] | None]:
+                   groups: Groups, update: bool) -> tuple[Any, list[str] | None]:
     """((conflict columns, constraint name), columns to update) for the ON CONFLICT clause."""
     constraint = inputs.get("constraint")
     columns = inputs.get("conflictColumns")
@@ -214,12 +251,16 @@ def _default_key(session: Session, info: TableInfo) -> list[str]:
     return list(keys[0][2])
 
 
-def _refuse_repeated_keys(groups: dict[tuple[str, ...], Indexed], columns: list[str]) -> None:
+def _refuse_repeated_keys(groups: Groups, columns: list[str]) -> None:
     """PostgreSQL refuses to update one row twice in a statement; say which rows repeat a key."""
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for rows in groups.values():
-        for index, row in rows:
-            key = orjson.dumps([row.get(c) for c in columns], option=orjson.OPT_NON_STR_KEYS).decode()
+        for index, row in rows.pairs():
+            key: Any = tuple([row.get(c) for c in columns])
+            try:
+                hash(key)
+            except TypeError:  # a list or object in a key column: compare its JSON
+                key = orjson.dumps(list(key), option=orjson.OPT_NON_STR_KEYS)
             if key in seen:
                 raise ActionError("INVALID_INPUT", f"rows {seen[key]} and {index} have the same "
                                                    f"{', '.join(columns)}: give each key once",
@@ -240,24 +281,27 @@ def _statement(info: TableInfo, columns: tuple[str, ...], target: tuple[Any, Any
     return str(insert.returning(*returned, INSERTED_COLUMN).compile(dialect=_DIALECT))
 
 
-def _insert_select(session: Session, info: TableInfo, groups: dict[tuple[str, ...], Indexed],
+def _insert_select(session: Session, info: TableInfo, groups: Groups,
                    target: tuple[Any, Any], update: list[str] | None, returning: bool) -> _Outcome:
     outcome = _Outcome()
     plans = [(_statement(info, columns, target, update, returning), columns, rows) for columns, rows in groups.items()]
     try:
         with session.transaction():
             for sql, columns, rows in plans:
-                for chunk in _chunks(rows, CHUNK_ROWS):
+                for chunk in rows.chunks(CHUNK_ROWS):
                     _run_chunk(session, info, sql, columns, chunk, outcome, returning)
     except psycopg.Error as exc:
         raise _located(session, info, plans, exc) from None
     return outcome
 
 
-def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, ...], chunk: Indexed,
+def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, ...], chunk: Group,
                outcome: _Outcome | None, returning: bool) -> None:
-    payload = orjson.dumps([_json_row(info, columns, index, row) for index, row in chunk],
-                           default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    if any(info.columns[c] in ("json", "jsonb") for c in columns):
+        rows = [_json_row(info, columns, index, row) for index, row in chunk.pairs()]
+    else:
+        rows = chunk.rows
+    payload = orjson.dumps(rows, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     cur = session.conn.execute(sql, {"rows": payload})
     if outcome is None:
         return
@@ -273,16 +317,16 @@ def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, 
 
 def _json_row(info: TableInfo, columns: tuple[str, ...], index: int, row: dict[str, Any]) -> dict[str, Any]:
     """A row for jsonb_populate_recordset; text given for a json column is JSON text (as in Insert Row)."""
-    out = {}
+    out = dict(row)
     for c in columns:
         value = row[c]
-        if isinstance(value, str) and info.columns[c] in ("json", "jsonb"):
+        if type(value) is str and info.columns[c] in ("json", "jsonb"):
             try:
                 value = orjson.loads(value)
             except orjson.JSONDecodeError:
                 raise ActionError("INVALID_VALUE", f"row {index}, column {c}: the text is not valid JSON",
                                   extra={"rowIndex": index, "column": c}) from None
-        out[c] = value
+            out[c] = value
     return out
 
 
@@ -293,19 +337,19 @@ def _located(session: Session, info: TableInfo, plans: list[Any], first: psycopg
     try:
         with session.transaction(force_rollback=True):
             for sql, columns, rows in plans:
-                for chunk in _chunks(rows, _LOCATE_CHUNK):
+                for chunk in rows.chunks(_LOCATE_CHUNK):
                     try:
                         with conn.transaction():
                             _run_chunk(session, info, sql, columns, chunk, None, False)
                         continue
                     except psycopg.Error:
                         pass
-                    for single in _chunks(chunk, 1):
+                    for single in chunk.chunks(1):
                         try:
                             with conn.transaction():
                                 _run_chunk(session, info, sql, columns, single, None, False)
                         except psycopg.Error as exc:
-                            return _row_error(exc, single[0][0])
+                            return _row_error(exc, single.indices[0])
     except psycopg.Error:
         pass  # could not replay (a lost connection …): report the original failure
     return _row_error(first, None)
