@@ -166,7 +166,7 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
             with conn.cursor() as cur:
                 try:
                     with cur.copy(f"COPY {info.qualified} ({names}) FROM STDIN") as copy:
-                        values_of = itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+                        values_of = _values_getter(columns)
                         for position, row in enumerate(rows.rows):
                             values = values_of(row)
                             if json_columns:
@@ -185,6 +185,14 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
                     raise _row_error(exc, _copy_row_index(exc, rows)) from None
             total += len(rows)
     return total
+
+
+def _values_getter(columns: tuple[str, ...]) -> Any:
+    """row → its values in *columns* order, as a tuple (itemgetter returns a bare value for one)."""
+    if len(columns) == 1:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
 
 
 def _copy_row_index(exc: psycopg.Error, rows: Group) -> int | None:
