@@ -144,12 +144,14 @@ def test_manifest_examples_run(runtime: Runtime, guide_db) -> None:
     from pgactions import load_manifests
 
     guide_db.sql("INSERT INTO sessions (user_id, expires_at) VALUES (1, now() - interval '1 hour')")
-    order = ["query_rows", "insert_row", "upsert_row", "update_rows", "execute_query", "delete_rows"]
+    order = ["query_rows", "insert_row", "upsert_row", "update_rows", "execute_query", "delete_rows",
+             "insert_rows", "upsert_rows", "run_transaction"]
+    assert sorted(order) == sorted(load_manifests())
     for action_id in order:
         for example in load_manifests()[action_id].examples:
             try:
                 out = runtime.run(action_id, guide_db.profile, example["input"], example.get("context")).data
             except ActionError as exc:  # pragma: no cover - shows which example broke
                 pytest.fail(f"{action_id} example {example['title']!r}: {exc.one_line()}")
-            if "output" in example and action_id == "query_rows":
+            if "output" in example and action_id in ("query_rows", "insert_rows", "upsert_rows"):
                 assert out == example["output"], example["title"]
