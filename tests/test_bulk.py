@@ -166,3 +166,9 @@ def test_templates_in_rows(runtime: Runtime, items) -> None:
     runtime.run("insert_rows", items.profile, {"table": "items", "rows": rows},
                 {"trigger": {"sku": "T1", "name": "templated"}})
     assert items.sql("SELECT sku, name FROM items") == [("T1", "TEMPLATED")]
+
+
+def test_no_rows_is_nothing_to_do(runtime: Runtime, items) -> None:
+    assert runtime.run("insert_rows", items.profile, {"table": "items", "rows": []}).data == {"rowCount": 0}
+    out = runtime.run("upsert_rows", items.profile, {"table": "items", "rows": [], "conflictColumns": ["sku"]}).data
+    assert out == {"rowCount": 0, "inserted": 0, "updated": 0, "skipped": 0}

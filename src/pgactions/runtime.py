@@ -79,12 +79,8 @@ class Runtime:
             checked = validate_inputs(manifest, inputs)
             timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
             flow_context = _flow_context(context)
-            app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
-            with Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel) as session:
-                output = run_handler(session, manifest, checked, flow_context)
-            if len(output) > self.limits.max_result_bytes:
-                raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
-                                                      f"limit of {self.limits.max_result_bytes:,}")
+            with self._session(profile, timeout, flow, step, cancel) as session:
+                output = self._capped(run_handler(session, manifest, checked, flow_context))
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
             elapsed = (time.perf_counter() - started) * 1000
@@ -114,20 +110,27 @@ class Runtime:
                 raise ActionError("INVALID_INPUT", f"batch mode {mode!r} is not one of {', '.join(MODES)}",
                                   extra={"field": "mode"})
             if mode == "independent":
-                output = self._run_independent(action_id, profile, entries, flow, step, cancel)
+                output = self._capped(self._run_independent(action_id, profile, entries, flow, step, cancel))
             else:
                 limit = self.limits.timeout_for(timeout, profile.statementTimeout)
-                app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
-                with Session(self.pools, self.watchdog, profile, limit, self.limits, app_name, cancel) as session:
-                    output = _batch_output(run_items(session, manifest, entries, mode))
-            if len(output) > self.limits.max_result_bytes:
-                raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
-                                                      f"limit of {self.limits.max_result_bytes:,}")
+                with self._session(profile, limit, flow, step, cancel) as session:
+                    output = self._capped(orjson.dumps(run_items(session, manifest, entries, mode)))
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
             log.info("batch of %s (%s) failed with %s", action_id, mode, exc.code)
             raise
         return ActionResult(action_id, output, (time.perf_counter() - started) * 1000)
+
+    def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
+                 cancel: threading.Event | None) -> Session:
+        app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
+        return Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel)
+
+    def _capped(self, output: bytes) -> bytes:
+        if len(output) > self.limits.max_result_bytes:
+            raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
+                                                  f"limit of {self.limits.max_result_bytes:,}")
+        return output
 
     def _run_independent(self, action_id: str, profile: ConnectionProfile, entries: list[Any],
                          flow: str | None, step: str | None, cancel: threading.Event | None) -> bytes:
@@ -139,12 +142,8 @@ class Runtime:
             except ActionError as exc:
                 results.append({"index": index, "ok": False, "error": exc.payload})
         failed = sum(not r["ok"] for r in results)
-        return _batch_output({"mode": "independent", "ok": failed == 0, "succeeded": len(results) - failed,
+        return orjson.dumps({"mode": "independent", "ok": failed == 0, "succeeded": len(results) - failed,
                               "failed": failed, "results": results})
-
-
-def _batch_output(outputs: dict[str, Any]) -> bytes:
-    return orjson.dumps(outputs)
 
 
 def _tag(value: Any) -> str | None:
