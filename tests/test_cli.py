@@ -21,7 +21,9 @@ def test_list_and_describe() -> None:
     assert listed.returncode == 0
     ids = {a["id"] for a in json.loads(listed.stdout)}
     assert ids == {"query_rows", "insert_row", "update_rows", "delete_rows", "execute_query", "upsert_row",
-                   "insert_rows", "upsert_rows", "run_transaction"}
+                   "insert_rows", "upsert_rows", "run_transaction", "list_schemas", "list_tables",
+                   "get_table_metadata", "find_rows", "get_row", "list_functions", "get_function",
+                   "create_function", "delete_function", "call_function"}
     described = json.loads(cli("describe", "upsert_row").stdout)
     conflict = described["input"]["properties"]["conflictColumns"]
     assert conflict["title"] == "Conflict columns"

@@ -171,7 +171,7 @@ def test_every_sqlstate_maps_to_a_catalogued_code() -> None:
 
 @pytest.mark.parametrize("sqlstate, code", [
     ("23505", "UNIQUE_VIOLATION"), ("23P01", "INVALID_VALUE"), ("22003", "INVALID_VALUE"),
-    ("42P01", "UNDEFINED_TABLE"), ("42883", "SYNTAX_ERROR"), ("40P01", "DEADLOCK"),
+    ("42P01", "UNDEFINED_TABLE"), ("42883", "UNDEFINED_FUNCTION"), ("42804", "INVALID_VALUE"), ("40P01", "DEADLOCK"),
     ("40001", "SERIALIZATION_FAILURE"), ("08006", "CONNECTION_LOST"), ("XX000", "DATABASE_ERROR"),
 ])
 def test_exact_code_first_then_class(sqlstate, code) -> None:

@@ -190,6 +190,24 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Retry the action.",
          "Check the server is running and the network is stable."),
         retryable=True),
+    "NOT_FOUND": ErrorSpec(
+        "No row matched.",
+        "The lookup expected exactly one row, and no row has these key values.",
+        ("Check the key values (and their types) the step passes.",
+         "Check the row exists, e.g. with Find Rows, and that this user may see it (row-level security)."),
+        ),
+    "MULTIPLE_ROWS": ErrorSpec(
+        "More than one row matched.",
+        "The lookup expected exactly one row, but its conditions match several.",
+        ("Look the row up by its primary key or another unique key.",
+         "Add conditions until only one row matches, or use Find Rows for several."),
+        ),
+    "UNDEFINED_FUNCTION": ErrorSpec(
+        "The function or procedure does not exist with these arguments.",
+        "No function of that name takes arguments of these types (or it lies in another schema).",
+        ("Check the name and schema (List Functions shows them).",
+         "Check the number, names and types of the arguments; give argumentTypes to pick one of several."),
+        ),
     "MAX_AFFECTED_ROWS": ErrorSpec(
         "The action would change more rows than allowed; nothing was changed.",
         "The statement matched more rows than the action's maxAffectedRows, so it was rolled back.",
@@ -237,6 +255,7 @@ SQLSTATE_CODES: dict[str, str] = {
     "42P01": "UNDEFINED_TABLE",
     "3F000": "UNDEFINED_TABLE",  # invalid_schema_name: the schema of the table is missing
     "42703": "UNDEFINED_COLUMN",
+    "42883": "UNDEFINED_FUNCTION",
     "42P02": "INVALID_INPUT",  # undefined_parameter ($n without a value)
     "42P10": "INVALID_INPUT",  # ON CONFLICT columns without a matching unique index
     "42804": "INVALID_VALUE",  # datatype_mismatch: a value of the wrong type for its column

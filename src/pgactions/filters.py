@@ -17,8 +17,11 @@ from .values import bind_value
 
 __all__ = ["OPERATORS", "where_clause"]
 
-OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "is null", "is not null", "like", "ilike")
-_COMPARE = {"eq": "__eq__", "ne": "__ne__", "gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+OPERATORS = ("eq", "ne", "neq", "gt", "gte", "lt", "lte", "in", "is", "is null", "is not null", "like", "ilike",
+             "contains")
+_COMPARE = {"eq": "__eq__", "ne": "__ne__", "neq": "__ne__", "gt": "__gt__", "gte": "__ge__", "lt": "__lt__",
+            "lte": "__le__"}
+_IS = {None: None, True: sa.true(), False: sa.false()}
 
 
 class SqlType(sa.types.UserDefinedType[Any]):
@@ -86,6 +89,13 @@ class _Builder:
                 raise ActionError("INVALID_INPUT", f"{path}: operator 'in' needs a list of values",
                                   extra={"field": f"{path}/value"})
             return col == sa.func.any(self.param(value, column, array=True))
+        if operator == "is":  # PostgREST's is: null, true or false
+            if value not in _IS or isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise ActionError("INVALID_INPUT", f"{path}: operator 'is' takes null, true or false",
+                                  extra={"field": f"{path}/value"})
+            return col.is_(_IS[value])
+        if operator == "contains":  # arrays and jsonb: the column holds every element given
+            return col.op("@>")(self.param(value, column))
         if operator in ("like", "ilike"):
             as_text = sa.cast(col, sa.Text)
             bound = sa.bindparam(f"w{self._next()}", str(value), type_=sa.types.NullType())

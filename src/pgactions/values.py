@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-__all__ = ["bind_value"]
+from .errors import ActionError
+
+__all__ = ["bind_value", "bytea_value"]
 
 
 def bind_value(value: Any, json_column: bool = False) -> Any:
@@ -24,3 +28,15 @@ def bind_value(value: Any, json_column: bool = False) -> Any:
     if json_column and isinstance(value, (int, float, bool)):
         return Jsonb(value)
     return value
+
+
+def bytea_value(value: Any, column: str) -> Any:
+    """Text for a bytea column: base64 (the form pgactions reads bytea as), or PostgreSQL's own
+    hex form when it starts with ``\\x``.  So a row read with Get Row writes back unchanged."""
+    if not isinstance(value, str) or value.startswith("\\x"):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ActionError("INVALID_VALUE", f"column {column}: bytea values are given as base64 text (or as "
+                                           "\\x followed by hex digits)", extra={"column": column}) from None

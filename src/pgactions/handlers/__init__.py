@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 from ..errors import ActionError
 from .bulk import run_insert_rows, run_upsert_rows
+from .catalog import run_get_table_metadata, run_list_schemas, run_list_tables
+from .functions import run_call_function, run_create_function, run_delete_function, run_get_function, run_list_functions
+from .records import run_find_rows, run_get_row
 from .sql import run_sql
 from .structured import run_delete_rows, run_update_rows
 from .table_write import run_insert, run_upsert
@@ -25,6 +28,16 @@ HANDLERS: dict[str, Handler] = {
     "insert_rows": run_insert_rows,
     "upsert_rows": run_upsert_rows,
     "transaction": run_transaction,
+    "list_schemas": run_list_schemas,
+    "list_tables": run_list_tables,
+    "get_table_metadata": run_get_table_metadata,
+    "find_rows": run_find_rows,
+    "get_row": run_get_row,
+    "list_functions": run_list_functions,
+    "get_function": run_get_function,
+    "create_function": run_create_function,
+    "delete_function": run_delete_function,
+    "call_function": run_call_function,
 }
 
 

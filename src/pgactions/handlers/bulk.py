@@ -33,6 +33,7 @@ from ..errors import ActionError
 from ..execution import Session
 from ..manifests import Manifest
 from ..templating import quote_identifier, render_value
+from ..values import bytea_value
 from .table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
 
 __all__ = ["run_insert_rows", "run_upsert_rows"]
@@ -162,6 +163,7 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
     with session.transaction():
         for columns, rows in groups.items():
             json_columns = [i for i, c in enumerate(columns) if info.columns[c] in ("json", "jsonb")]
+            bytea_columns = [i for i, c in enumerate(columns) if info.columns[c] == "bytea"]
             names = ", ".join(quote_identifier(c) for c in columns)
             with conn.cursor() as cur:
                 try:
@@ -169,12 +171,14 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
                         values_of = _values_getter(columns)
                         for position, row in enumerate(rows.rows):
                             values = values_of(row)
-                            if json_columns:
+                            if json_columns or bytea_columns:
                                 values = list(values)
                                 for i in json_columns:
                                     value = values[i]
                                     if value is not None and type(value) is not str:  # text is JSON already
                                         values[i] = orjson.dumps(value).decode()
+                                for i in bytea_columns:
+                                    values[i] = bytea_value(values[i], columns[i])
                             try:
                                 copy.write_row(values)
                             except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
@@ -305,7 +309,7 @@ def _insert_select(session: Session, info: TableInfo, groups: Groups,
 
 def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, ...], chunk: Group,
                outcome: _Outcome | None, returning: bool) -> None:
-    if any(info.columns[c] in ("json", "jsonb") for c in columns):
+    if any(info.columns[c] in ("json", "jsonb", "bytea") for c in columns):
         rows = [_json_row(info, columns, index, row) for index, row in chunk.pairs()]
     else:
         rows = chunk.rows
@@ -328,7 +332,10 @@ def _json_row(info: TableInfo, columns: tuple[str, ...], index: int, row: dict[s
     out = dict(row)
     for c in columns:
         value = row[c]
-        if type(value) is str and info.columns[c] in ("json", "jsonb"):
+        if info.columns[c] == "bytea" and type(value) is str:
+            decoded = bytea_value(value, c)
+            out[c] = decoded if type(decoded) is str else "\\x" + decoded.hex()
+        elif type(value) is str and info.columns[c] in ("json", "jsonb"):
             try:
                 value = orjson.loads(value)
             except orjson.JSONDecodeError:
