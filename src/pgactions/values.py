@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import ActionError
 
-__all__ = ["bind_value", "bytea_value"]
+__all__ = ["bind_value", "bytea_value", "column_value"]
 
 
 def bind_value(value: Any, json_column: bool = False) -> Any:
@@ -40,3 +40,12 @@ def bytea_value(value: Any, column: str) -> Any:
     except (binascii.Error, ValueError):
         raise ActionError("INVALID_VALUE", f"column {column}: bytea values are given as base64 text (or as "
                                            "\\x followed by hex digits)", extra={"column": column}) from None
+
+
+def column_value(value: Any, typname: str, column: str) -> Any:
+    """A value bound for a column whose type is known (``pg_type.typname``; arrays start with _)."""
+    if typname == "bytea":
+        return bind_value(bytea_value(value, column))
+    if typname in ("_json", "_jsonb") and isinstance(value, list):  # an array of json values
+        return [None if v is None else Jsonb(v) for v in value]
+    return bind_value(value, json_column=typname in ("json", "jsonb"))

@@ -164,6 +164,7 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
         for columns, rows in groups.items():
             json_columns = [i for i, c in enumerate(columns) if info.columns[c] in ("json", "jsonb")]
             bytea_columns = [i for i, c in enumerate(columns) if info.columns[c] == "bytea"]
+            json_arrays = [i for i, c in enumerate(columns) if info.columns[c] in ("_json", "_jsonb")]
             names = ", ".join(quote_identifier(c) for c in columns)
             with conn.cursor() as cur:
                 try:
@@ -171,7 +172,7 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
                         values_of = _values_getter(columns)
                         for position, row in enumerate(rows.rows):
                             values = values_of(row)
-                            if json_columns or bytea_columns:
+                            if json_columns or bytea_columns or json_arrays:
                                 values = list(values)
                                 for i in json_columns:
                                     value = values[i]
@@ -179,6 +180,9 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
                                         values[i] = orjson.dumps(value).decode()
                                 for i in bytea_columns:
                                     values[i] = bytea_value(values[i], columns[i])
+                                for i in json_arrays:  # each element a JSON value
+                                    if isinstance(values[i], list):
+                                        values[i] = [None if v is None else orjson.dumps(v).decode() for v in values[i]]
                             try:
                                 copy.write_row(values)
                             except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:

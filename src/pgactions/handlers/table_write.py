@@ -19,7 +19,7 @@ from ..errors import ActionError
 from ..execution import Session
 from ..manifests import Manifest
 from ..templating import quote_identifier, render_value
-from ..values import bind_value, bytea_value
+from ..values import column_value
 
 __all__ = ["INSERTED_COLUMN", "TableInfo", "on_conflict", "run_insert", "run_upsert", "table_info"]
 
@@ -85,9 +85,7 @@ def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
 
 def _values(info: TableInfo, columns: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     rendered = render_value(columns, context)
-    return {name: bind_value(bytea_value(value, name) if info.columns[name] == "bytea" else value,
-                             json_column=info.columns[name] in ("json", "jsonb"))
-            for name, value in rendered.items()}
+    return {name: column_value(value, info.columns[name], name) for name, value in rendered.items()}
 
 
 def _execute_returning(session: Session, stmt: sa.sql.expression.ClauseElement) -> dict[str, Any]:
