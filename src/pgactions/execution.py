@@ -80,6 +80,7 @@ class Session:
         self.pools, self.watchdog, self.profile = pools, watchdog, profile
         self.timeout, self.limits = timeout, limits
         self.app_name = app_name or profile.applicationName
+        self._app_name_bytes = self.app_name.encode()
         self.cancel = cancel  # a threading.Event the host sets to stop the action
         self.parameters_given: int | None = None
         self._pool: Any = None
@@ -172,7 +173,7 @@ class Session:
             settings += ["default_transaction_read_only", "on" if read_only else "off"]
         if state.timeout_ms != timeout_ms:
             settings += ["statement_timeout", str(timeout_ms)]
-        if self.conn.pgconn.parameter_status(b"application_name") != self.app_name.encode():
+        if self.conn.pgconn.parameter_status(b"application_name") != self._app_name_bytes:
             settings += ["application_name", self.app_name]  # reported by the server: no tracking needed
         if settings:
             calls = ", ".join("set_config(%s, %s, false)" for _ in range(len(settings) // 2))

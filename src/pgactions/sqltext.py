@@ -189,15 +189,22 @@ _KIND_ACTIONS = {"read": "Query Rows", "update": "Update Rows", "delete": "Delet
 def check_statement_kind(sql: str, kind: str) -> None:
     """Refuse anything but one statement of *kind* ("read", "update", "delete"), using PostgreSQL's
     own parser.  Text it cannot parse is left to the server, which says where it breaks."""
+    problem = _statement_kind_problem(sql, kind)
+    if problem:
+        raise ActionError("INVALID_INPUT", problem, extra={"field": "query"})
+
+
+@lru_cache(maxsize=512)  # a flow runs the same query again and again: parse it once
+def _statement_kind_problem(sql: str, kind: str) -> str | None:
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError:
-        return
+        return None
     if len(statements) > 1:
-        raise ActionError("INVALID_INPUT", f"the query holds {len(statements)} statements; {_KIND_ACTIONS[kind]} "
-                                           "runs one (use Execute Query for scripts)", extra={"field": "query"})
+        return (f"the query holds {len(statements)} statements; {_KIND_ACTIONS[kind]} "
+                "runs one (use Execute Query for scripts)")
     if not statements:
-        return
+        return None
     node = statements[0].stmt
     found = type(node).__name__
     writes_in_with = kind == "read" and any(
@@ -206,6 +213,6 @@ def check_statement_kind(sql: str, kind: str) -> None:
     if found not in _KIND_NODES[kind] or writes_in_with or locks:
         what = "a data-modifying WITH" if writes_in_with else "SELECT … FOR UPDATE/SHARE" if locks else \
             found.removesuffix("Stmt").upper()
-        raise ActionError("INVALID_INPUT", f"{_KIND_ACTIONS[kind]} runs {_KIND_WORDS[kind]}; this query is {what}. "
-                                           f"Use the action made for it (Execute Query runs anything)",
-                          extra={"field": "query"})
+        return (f"{_KIND_ACTIONS[kind]} runs {_KIND_WORDS[kind]}; this query is {what}. "
+                f"Use the action made for it (Execute Query runs anything)")
+    return None
