@@ -73,8 +73,7 @@ class Runtime:
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:
-            manifest = get_manifest(action_id)
-            profile = load_profile(connection)
+            manifest, profile = get_manifest(action_id), load_profile(connection)
             secrets = profile.secrets()
             checked = validate_inputs(manifest, inputs)
             timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
@@ -102,8 +101,7 @@ class Runtime:
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:
-            manifest = get_manifest(action_id)
-            profile = load_profile(connection)
+            manifest, profile = get_manifest(action_id), load_profile(connection)
             secrets = profile.secrets()
             entries = normalize_items(items, _flow_context(context))
             if mode not in MODES:

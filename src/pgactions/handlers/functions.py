@@ -168,8 +168,7 @@ def run_call_function(session: Session, manifest: Manifest, inputs: dict[str, An
 def _shape(routine: dict[str, Any]) -> tuple[Any, ...]:
     """What a call returns and how arguments are passed: equal shapes need no choosing."""
     return (routine["kind"], routine["returnsSet"], routine["return_typname"] == "record",
-            tuple((a["name"], a["mode"]) for a in routine["arguments"] if a["mode"] != "IN")
-            + tuple(a["name"] or "" for a in routine["arguments"] if a["mode"] == "IN"))
+            tuple((a["name"], a["mode"]) for a in routine["arguments"]))
 
 
 def _describe(arguments: Any) -> str:
