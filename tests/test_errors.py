@@ -238,3 +238,10 @@ def test_pgbouncer_mode_runs_statements_that_refuse_transactions(runtime: Runtim
     for query in (f'CREATE INDEX CONCURRENTLY idx_users_name ON "{schema}".users (name)', f'VACUUM ANALYZE "{schema}".users'):
         assert runtime.run("execute_query", profile, {"query": query}).data == {"success": True, "rowCount": 0}
     assert guide_db.sql("SELECT indexname FROM pg_indexes WHERE indexname = 'idx_users_name'") == [("idx_users_name",)]
+
+
+def test_a_transaction_a_script_leaves_open_is_not_committed(runtime: Runtime, guide_db) -> None:
+    """(In PgBouncer mode the script runs inside the action's own transaction, which commits.)"""
+    runtime.run("execute_query", guide_db.profile, {"query": "BEGIN; INSERT INTO logs (level) VALUES ('x')"})
+    assert guide_db.sql("SELECT count(*) FROM logs") == [(0,)]  # never committed: the connection was discarded
+    assert runtime.run("query_rows", guide_db.profile, {"query": "SELECT count(*) AS n FROM logs"}).data["rows"] == [{"n": 0}]

@@ -86,6 +86,7 @@ class Session:
         self._pool: Any = None
         self._watch: Any = None
         self._discard = False
+        self._began = False  # PgBouncer mode: prepare() opened this action's transaction
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -118,11 +119,13 @@ class Session:
 
     @property
     def timed_out(self) -> bool:
+        """Whether the watchdog stepped in (the deadline passed): the failure is a timeout."""
         return bool(self._watch is not None and self._watch.fired)
 
     def _commit_open_transaction(self) -> BaseException | None:
-        """PgBouncer mode runs each action in a transaction of its own: commit it."""
-        if self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+        """PgBouncer mode runs each action in a transaction of its own: commit it.  A transaction a
+        user's script left open (BEGIN without COMMIT) is not ours to commit: the pool discards it."""
+        if not self._began or self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
             return None
         try:
             self.conn.execute("COMMIT")
@@ -189,6 +192,7 @@ class Session:
         with self.conn.pipeline():
             self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN READ WRITE")
             self.conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
+        self._began = True
 
     def leave_transaction(self) -> bool:
         """PgBouncer mode, after a statement refused to run in a transaction block (VACUUM, CREATE
@@ -196,6 +200,7 @@ class Session:
         if not _state_of(self.conn).pgbouncer or self.conn.pgconn.transaction_status != pq.TransactionStatus.INERROR:
             return False
         self.conn.execute("ROLLBACK")
+        self._began = False
         return True
 
     def forget_session_state(self) -> None:
