@@ -88,12 +88,18 @@ class ConnectionProfile:
     __str__ = __repr__
 
     def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for the error boundary to scrub (computed once per profile)."""
+        cached = self.__dict__.get("_secrets")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         found = [self.password, self.sslPassword]
         if self.sslKey and is_pem_text(self.sslKey):
             found.append(self.sslKey)
             found.extend(line for line in self.sslKey.splitlines() if len(line) >= 16)
         found.extend(v for k, v in self.extraOptions if k in _SECRET_OPTIONS)
-        return tuple(s for s in found if s)
+        secrets = tuple(s for s in found if s)
+        object.__setattr__(self, "_secrets", secrets)  # frozen: written past the dataclass's guard
+        return secrets
 
     @property
     def tls_files(self) -> dict[str, str]:
