@@ -19,7 +19,7 @@ from .errors import ActionError
 from .execution import Session
 from .handlers.dispatch import run_handler
 from .handlers.sql import run_sql_many
-from .handlers.transaction import run_in_one_transaction
+from .handlers.transaction import run_in_one_transaction, validated_item
 from .manifests import Manifest, get_manifest
 from .templating import render_value
 from .validation import validate_inputs
@@ -58,13 +58,7 @@ def run_items(session: Session, manifest: Manifest, items: list[tuple[dict[str, 
 
 
 def _single(session: Session, manifest: Manifest, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    checked = []
-    for index, (inputs, context) in enumerate(items):
-        try:
-            checked.append((validate_inputs(manifest, inputs), context))
-        except ActionError as exc:
-            exc.payload["itemIndex"] = index
-            raise
+    checked = [(validated_item(manifest, inputs, index), context) for index, (inputs, context) in enumerate(items)]
     if manifest.id in _BULK_OF:
         return {"output": _as_bulk(session, manifest, checked)}
     if manifest.handler in ("sql", "update_rows", "delete_rows") and all("query" in i for i, _ in checked):

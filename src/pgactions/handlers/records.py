@@ -17,6 +17,7 @@ from ..execution import Session
 from ..filters import where_clause
 from ..manifests import Manifest
 from ..templating import render_value
+from .sql import with_rows
 from .table_write import TableInfo, table_info
 
 __all__ = ["run_find_rows", "run_get_row"]
@@ -37,7 +38,7 @@ def run_find_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], 
         stmt = stmt.order_by(ordered.nulls_first() if nulls == "first" else ordered.nulls_last() if nulls == "last" else ordered)
     stmt = stmt.limit(inputs.get("limit", 100)).offset(inputs.get("offset", 0))
     rows = _run(session, stmt, session.limits.max_result_bytes - _ENVELOPE_BYTES)
-    return b'{"rows":[' + rows.body + b'],"rowCount":%d}' % rows.count
+    return with_rows({"rowCount": rows.count}, rows.body)
 
 
 def run_get_row(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:

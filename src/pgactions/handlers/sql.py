@@ -14,7 +14,7 @@ from ..manifests import Manifest
 from ..sqltext import analyse, bind_sql, check_statement_kind, statement_info
 from ..values import bind_value
 
-__all__ = ["run_sql", "run_sql_many"]
+__all__ = ["run_sql", "run_sql_many", "with_rows"]
 
 _ENVELOPE_BYTES = 64  # room kept under the cap for {"rows":[…],"rowCount":n,…}
 
@@ -47,11 +47,7 @@ def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], contex
     if analyse(query).touches_session or shape == "status":
         # The statement may have changed session settings (SET, set_config): re-apply next time.
         session.forget_session_state()
-    head: dict[str, Any] = {"success": True} if shape == "status" else {}
-    head["rowCount"] = rows.row_count
-    if shape == "rows" or rows.returned_rows:
-        return _with_rows(head, rows.body)
-    return to_json_bytes(head)
+    return _output(shape, rows)
 
 
 def run_sql_many(session: Session, manifest: Manifest, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
@@ -72,12 +68,7 @@ def run_sql_many(session: Session, manifest: Manifest, items: list[tuple[dict[st
     with session.transaction(read_only=manifest.read_only):
         cur.executemany(sql, [[bind_value(v) for v in values] for _sql, values in bound], returning=True)
         while True:
-            result = session.read_rows(cur, session.limits.max_result_bytes)
-            head: dict[str, Any] = {"success": True} if shape == "status" else {}
-            head["rowCount"] = result.row_count
-            if shape == "rows" or result.returned_rows:
-                head["rows"] = orjson.loads(b"[" + result.body + b"]")
-            outputs.append(head)
+            outputs.append(orjson.loads(_output(shape, session.read_rows(cur, session.limits.max_result_bytes))))
             if not cur.nextset():
                 break
     return outputs
@@ -92,6 +83,16 @@ def _run_script(session: Session, cur: Any, sql: str, budget: int) -> Any:
     return session.read_rows(cur, budget)
 
 
-def _with_rows(head: dict[str, Any], body: bytes) -> bytes:
+def _output(shape: str, rows: Any) -> bytes:
+    """The output of a statement: rows for a query ("rows" shape, or any statement returning
+    rows), else its row count; Execute Query ("status") also says success."""
+    head: dict[str, Any] = {"success": True} if shape == "status" else {}
+    head["rowCount"] = rows.row_count
+    if shape == "rows" or rows.returned_rows:
+        return with_rows(head, rows.body)
+    return to_json_bytes(head)
+
+
+def with_rows(head: dict[str, Any], body: bytes) -> bytes:
     """{"rows":[…], …head}: rows first, as the guide shows them, without re-serializing them."""
     return b'{"rows":[' + body + b"]," + to_json_bytes(head)[1:]

@@ -17,7 +17,7 @@ from ..execution import Session
 from ..filters import is_empty, where_clause
 from ..manifests import Manifest
 from ..templating import render_value
-from .sql import run_sql
+from .sql import _ENVELOPE_BYTES, run_sql, with_rows
 from .table_write import _DIALECT, _bound, _values, table_info
 
 __all__ = ["run_delete_rows", "run_update_rows"]
@@ -75,8 +75,8 @@ def _run(session: Session, inputs: dict[str, Any], context: dict[str, Any], info
         stmt = stmt.returning(*table.c)
     compiled = stmt.compile(dialect=_DIALECT)
     cur = session.conn.execute(str(compiled), compiled.params)
+    # Returned rows are read in chunks under the output cap, like Query Rows'.
+    rows = session.read_rows(cur, session.limits.max_result_bytes - _ENVELOPE_BYTES)
     if not returning:
-        return b'{"rowCount":%d}' % max(cur.rowcount, 0)
-    names = [d.name for d in cur.description or ()]
-    rows = [dict(zip(names, row)) for row in cur.fetchall()]
-    return to_json_bytes({"rowCount": len(rows), "rows": rows})
+        return to_json_bytes({"rowCount": rows.row_count})
+    return with_rows({"rowCount": rows.row_count}, rows.body)

@@ -23,7 +23,7 @@ from ..manifests import Manifest, get_manifest
 from ..validation import validate_inputs
 from .dispatch import run_handler
 
-__all__ = ["run_in_one_transaction", "run_transaction"]
+__all__ = ["run_in_one_transaction", "run_transaction", "validated_item"]
 
 
 def run_transaction(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
@@ -57,7 +57,7 @@ def run_in_one_transaction(session: Session, manifest: Manifest, items: list[tup
     with session.transaction():
         for index, (inputs, context) in enumerate(items):
             with _naming_failure(session, {"itemIndex": index}, f"item {index}"):
-                checked = _validated(manifest, inputs, f"items/{index}/inputs")
+                checked = validated_item(manifest, inputs, index)
                 outputs.append(orjson.loads(run_handler(session, manifest, checked, context)))
     return outputs
 
@@ -66,6 +66,15 @@ def _step_manifest(action: str) -> Manifest:
     if action == "run_transaction":
         raise ActionError("INVALID_INPUT", "a transaction's step cannot be another run_transaction")
     return get_manifest(action)
+
+
+def validated_item(manifest: Manifest, inputs: Any, index: int) -> dict[str, Any]:
+    """A batch item's inputs, validated; errors point at items/<index>/inputs/… and name the item."""
+    try:
+        return _validated(manifest, inputs, f"items/{index}/inputs")
+    except ActionError as exc:
+        exc.payload["itemIndex"] = index
+        raise
 
 
 def _validated(manifest: Manifest, inputs: Any, path: str) -> dict[str, Any]:
