@@ -247,18 +247,14 @@ def _call(session: Session, routine: dict[str, Any], statement: psql.Composed, p
 
 def _fetch_cursors(session: Session, rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """FETCH ALL from every refcursor the call returned (a refcursor's value is the cursor's name)."""
+    open_cursors = {row[0] for row in session.conn.execute("SELECT name FROM pg_cursors").fetchall()}
     found: dict[str, Any] = {}
     for row in rows:
         for name in names:
             value = row[name]
-            if isinstance(value, str) and value not in found and _is_cursor(session, value):
+            if isinstance(value, str) and value in open_cursors and value not in found:
                 cur = session.conn.cursor()
                 cur.execute(psql.SQL("FETCH ALL FROM {}").format(psql.Identifier(value)))
                 columns = [d.name for d in cur.description or ()]
                 found[value] = [dict(zip(columns, r)) for r in cur.fetchall()]
     return found
-
-
-def _is_cursor(session: Session, name: str) -> bool:
-    row = session.conn.execute("SELECT EXISTS (SELECT 1 FROM pg_cursors WHERE name = %s)", [name]).fetchone()
-    return bool(row and row[0])
