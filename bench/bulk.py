@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -120,17 +121,23 @@ def report(r: dict[str, float]) -> None:
     print(f"      ratio (existing) vs the loop:       {r['upsert_rows_existing'] / r['upsert_loop']:12.1f}x")
 
 
-def main() -> int:
-    server = None
+@contextmanager
+def bench_server() -> Iterator[str]:
+    """PGACTIONS_BENCH_DSN, or a throwaway local server for the run (bench/run.py uses it too)."""
     url = os.environ.get("PGACTIONS_BENCH_DSN")
-    if not url:
-        server = LocalServer(ssl=False, extra_conf={"shared_buffers": "256MB"}).start()
-        url = server.url()
+    if url:
+        yield url
+        return
+    server = LocalServer(ssl=False, extra_conf={"shared_buffers": "256MB"}).start()
     try:
-        report(bench_bulk(url))
+        yield server.url()
     finally:
-        if server is not None:
-            server.stop()
+        server.stop()
+
+
+def main() -> int:
+    with bench_server() as url:
+        report(bench_bulk(url))
     return 0
 
 

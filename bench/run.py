@@ -27,10 +27,11 @@ from typing import Any
 
 import orjson
 import psycopg
+from bulk import bench_bulk, bench_server  # bench/bulk.py, beside this script
+from bulk import report as report_bulk
 from psycopg.rows import dict_row
 
 from pgactions import Limits, Runtime
-from pgactions.local_server import LocalServer
 
 ROWS = int(os.environ.get("PGACTIONS_BENCH_ROWS", 1_000_000))
 POINT_CALLS = 5_000
@@ -150,12 +151,7 @@ def main() -> int:
         child(args.child, args.url, args.limit)
         return 0
 
-    server = None
-    url = os.environ.get("PGACTIONS_BENCH_DSN")
-    if not url:
-        server = LocalServer(ssl=False, extra_conf={"shared_buffers": "256MB"}).start()
-        url = server.url()
-    try:
+    with bench_server() as url:
         print(f"setting up {ROWS:,} rows …", flush=True)
         with psycopg.connect(url, autocommit=True) as conn:
             for statement in SETUP.split(";"):
@@ -182,13 +178,7 @@ def main() -> int:
             print(f"    pgactions query_rows:               {our_rate:12,.0f} rows/s  max RSS {ours['max_rss_mb']:7.1f} MB")
             print(f"    ratio (pgactions / psycopg rows/s):  {our_rate / base_rate:8.2f}x  (target ≥ 1.0x)")
 
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import bulk  # (c): bench/bulk.py
-
-        bulk.report(bulk.bench_bulk(url))
-    finally:
-        if server is not None:
-            server.stop()
+        report_bulk(bench_bulk(url))  # (c)
     return 0
 
 
