@@ -23,7 +23,7 @@ import orjson
 import psycopg
 
 from pgactions import Runtime
-from pgactions.local_server import LocalServer
+from pgactions.devtools.local_server import LocalServer
 
 BULK_ROWS = int(os.environ.get("PGACTIONS_BENCH_BULK_ROWS", 100_000))
 LOOP_ROWS = 5_000

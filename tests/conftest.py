@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from pgactions import Runtime
-from pgactions.local_server import LocalServer, ServerNotAvailable, _embedded_bindir, find_bindir
+from pgactions.devtools.local_server import LocalServer, ServerNotAvailable, _embedded_bindir, find_bindir
 
 APP_PASSWORD = "app-s3cret-Pw!"
 SSLONLY_PASSWORD = "sslonly-s3cret"
@@ -80,7 +80,7 @@ def _prepare_roles(server: TestServer) -> None:
 def pg() -> Iterator[TestServer]:
     dsn = os.environ.get("PGACTIONS_TEST_DSN")
     if dsn:
-        from pgactions.profiles import ConnectionProfile
+        from pgactions.connection.profiles import ConnectionProfile
 
         profile = ConnectionProfile.from_url(dsn)
         server = TestServer(dsn, profile.host, profile.port, configurable=False)
@@ -136,7 +136,7 @@ def _container_server() -> Iterator[TestServer]:
     except Exception:  # no engine answering
         return
     try:
-        from pgactions.profiles import ConnectionProfile
+        from pgactions.connection.profiles import ConnectionProfile
 
         url = container.get_connection_url()
         profile = ConnectionProfile.from_url(url)

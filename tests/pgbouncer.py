@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pgactions.local_server import free_port
+from pgactions.devtools.local_server import free_port
 
 __all__ = ["PgBouncer", "find_pgbouncer"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgactions.connect_diagnosis import diagnose_connect_failure, libpq_reason
+from pgactions.connection.diagnosis import diagnose_connect_failure, libpq_reason
 
 PREFIX = 'connection failed: connection to server at "db.example.com" (10.0.0.5), port 5432 failed: '
 

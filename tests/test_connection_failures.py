@@ -23,8 +23,8 @@ import pytest
 
 from pgactions import ERROR_CATALOG, ActionError, Runtime, test_connection
 from pgactions.cli import main as cli_main
-from pgactions.local_server import free_port
-from pgactions.testconn import STEPS
+from pgactions.connection.check import STEPS
+from pgactions.devtools.local_server import free_port
 
 from .conftest import APP_PASSWORD, LIMITED_PASSWORD
 

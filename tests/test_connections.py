@@ -100,7 +100,7 @@ def test_pool_replaces_a_connection_the_server_closed(runtime: Runtime, db, pg) 
 def test_pool_caps_connections_and_waits(pg) -> None:
     import psycopg
 
-    from pgactions.pool import ConnectionPool, PoolTimeout
+    from pgactions.db.pool import ConnectionPool, PoolTimeout
 
     pool = ConnectionPool(lambda: psycopg.connect(pg.url(), autocommit=True), max_size=1, wait_timeout=0.3)
     try:
@@ -119,7 +119,7 @@ def test_pool_caps_connections_and_waits(pg) -> None:
 def test_pool_discards_a_connection_left_in_a_transaction(pg) -> None:
     import psycopg
 
-    from pgactions.pool import ConnectionPool
+    from pgactions.db.pool import ConnectionPool
 
     pool = ConnectionPool(lambda: psycopg.connect(pg.url(), autocommit=True), max_size=2, wait_timeout=1)
     try:
@@ -201,7 +201,7 @@ def test_a_failed_statement_keeps_its_connection(runtime: Runtime, db) -> None:
 
 @pytest.fixture
 def fresh_profiles():
-    from pgactions.profiles import forget_profiles
+    from pgactions.connection.profiles import forget_profiles
 
     forget_profiles()
     yield forget_profiles
@@ -265,7 +265,7 @@ def test_secrets_never_in_repr() -> None:
 def test_connection_form_lists_every_field_once() -> None:
     import yaml
 
-    from pgactions.manifests import load_schema
+    from pgactions.spec.manifests import load_schema
 
     form = yaml.safe_load((__import__("pathlib").Path(__file__).parents[1] / "connections" / "postgresql.yaml").read_text())
     listed = [f for group in form["form"] for f in group["fields"]] + [f for alt in form["alternatives"] for f in alt["fields"]]

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from pgactions import ERROR_CATALOG, ActionError, Runtime
-from pgactions.boundary import code_for_sqlstate, map_exception
+from pgactions.db.errormap import code_for_sqlstate, map_exception
 
 
 def fail(runtime: Runtime, action: str, connection, inputs, context=None) -> dict:

@@ -114,7 +114,7 @@ def test_uncapped_stream_of_many_rows(db) -> None:
 def test_public_api_fallback_streams_and_caps(db, monkeypatch) -> None:
     """Without the prepared-statement streaming (a psycopg whose internals moved), the public
     stream() path gives the same outputs and the same cap."""
-    from pgactions import prepared_stream
+    from pgactions.db import streaming as prepared_stream
 
     monkeypatch.setattr(prepared_stream, "SUPPORTED", False)
     db.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")

@@ -9,7 +9,7 @@ import pytest
 
 import pgactions
 from pgactions import ERROR_CATALOG, load_manifests
-from pgactions.manifests import data_dir, load_schema
+from pgactions.spec.manifests import data_dir, load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_every_error_code_is_documented() -> None:
 
 
 def test_docs_are_generated_from_the_catalogue() -> None:
-    from pgactions.docgen import errors_markdown
+    from pgactions.devtools.docgen import errors_markdown
 
     assert (ROOT / "docs" / "errors.md").read_text() == errors_markdown()
 
@@ -62,7 +62,7 @@ def test_public_api_is_exported() -> None:
 
 def test_result_envelope_schema() -> None:
     schema = load_schema("result.schema.json")
-    validator = jsonschema.Draft202012Validator(schema, registry=pgactions.manifests.schema_registry())
+    validator = jsonschema.Draft202012Validator(schema, registry=pgactions.spec.manifests.schema_registry())
     validator.validate({"rows": [], "rowCount": 0})
     validator.validate({"error": pgactions.ActionError("SYNTAX_ERROR").payload})
     with pytest.raises(jsonschema.ValidationError):

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from pgactions import ActionError, Runtime
-from pgactions.templating import render_value
+from pgactions.render.templating import render_value
 
 # Also run through PgBouncer in transaction mode (conftest: pooler_modes).
 pytestmark = pytest.mark.pooler_modes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pgactions import watchdog as wd
+from pgactions.db import watchdog as wd
 
 
 class SlowCancelConnection:

@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-from .errors import ERROR_CATALOG, ActionError
-from .execution import Limits
-from .manifests import Manifest, load_manifests
-from .profiles import ConnectionProfile, load_profile
-from .runtime import ActionResult, Runtime
-from .testconn import test_connection
+from pgactions.connection.check import test_connection
+from pgactions.connection.profiles import ConnectionProfile, load_profile
+from pgactions.db.session import Limits
+from pgactions.runtime import ActionResult, Runtime
+from pgactions.spec.errors import ERROR_CATALOG, ActionError
+from pgactions.spec.manifests import Manifest, load_manifests
 
 __all__ = [
     "ERROR_CATALOG", "ActionError", "ActionResult", "ConnectionProfile", "Limits", "Manifest",

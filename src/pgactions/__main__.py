@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from pgactions.cli import main
 
 sys.exit(main())

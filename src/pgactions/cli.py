@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .errors import ActionError
-from .manifests import get_manifest, load_manifests
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import get_manifest, load_manifests
 
 __all__ = ["main"]
 
@@ -103,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_json(get_manifest(args.action).describe())
         return 0
     if args.command == "test-connection":
-        from .testconn import test_connection
+        from pgactions.connection.check import test_connection
 
         result = test_connection(args.connection)
         _print_json(result)
@@ -114,15 +114,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "demo":
-        from .demo import run_demo
+        from pgactions.devtools.demo import run_demo
 
         return run_demo(keep=args.keep)
     raise UsageError(f"unknown command {args.command}")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .execution import Limits
-    from .runtime import Runtime
+    from pgactions.db.session import Limits
+    from pgactions.runtime import Runtime
 
     if args.items is not None and args.input != "{}":
         raise UsageError("give --input or --items, not both")

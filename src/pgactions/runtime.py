@@ -12,16 +12,16 @@ from typing import Any
 
 import orjson
 
-from .batch import MODES, normalize_items, run_items
-from .boundary import scrub
-from .errors import ActionError
-from .execution import Limits, Session
-from .handlers.dispatch import run_handler
-from .manifests import get_manifest
-from .pools import PoolCache
-from .profiles import ConnectionProfile, load_profile
-from .validation import validate_inputs
-from .watchdog import Watchdog
+from pgactions.batching import MODES, normalize_items, run_items
+from pgactions.connection.profiles import ConnectionProfile, load_profile
+from pgactions.db.connect import PoolCache
+from pgactions.db.errormap import scrub
+from pgactions.db.session import Limits, Session
+from pgactions.db.watchdog import Watchdog
+from pgactions.handlers.dispatch import run_handler
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import get_manifest
+from pgactions.spec.validation import validate_inputs
 
 __all__ = ["ActionResult", "Runtime"]
 
@@ -97,7 +97,7 @@ class Runtime:
         context is laid over *context*).  *mode*: ``independent`` (each item on its own, a result
         per item, failures do not stop the rest), ``transaction`` (all or nothing; the error names
         the item) or ``single`` (one statement for all items where the action allows).  In the
-        last two the whole batch runs within one *timeout*.  See :mod:`pgactions.batch`."""
+        last two the whole batch runs within one *timeout*.  See :mod:`pgactions.batching`."""
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:

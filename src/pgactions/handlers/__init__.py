@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ActionError
-from .bulk import run_insert_rows, run_upsert_rows
-from .catalog import run_get_table_metadata, run_list_schemas, run_list_tables
-from .functions import run_call_function, run_create_function, run_delete_function, run_get_function, run_list_functions
-from .records import run_find_rows, run_get_row
-from .sql import run_sql
-from .structured import run_delete_rows, run_update_rows
-from .table_write import run_insert, run_upsert
-from .transaction import run_transaction
+from pgactions.handlers.bulk import run_insert_rows, run_upsert_rows
+from pgactions.handlers.catalog import run_get_table_metadata, run_list_schemas, run_list_tables
+from pgactions.handlers.functions import (
+    run_call_function,
+    run_create_function,
+    run_delete_function,
+    run_get_function,
+    run_list_functions,
+)
+from pgactions.handlers.records import run_find_rows, run_get_row
+from pgactions.handlers.sql import run_sql
+from pgactions.handlers.structured import run_delete_rows, run_update_rows
+from pgactions.handlers.table_write import run_insert, run_upsert
+from pgactions.handlers.transaction import run_transaction
+from pgactions.spec.errors import ActionError
 
 __all__ = ["HANDLERS", "get_handler"]
 

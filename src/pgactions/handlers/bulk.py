@@ -27,14 +27,14 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..boundary import map_exception
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
-from ..templating import quote_identifier, render_value
-from ..values import bytea_value
-from .table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.errormap import map_exception
+from pgactions.db.session import Session
+from pgactions.handlers.table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
+from pgactions.render.templating import quote_identifier, render_value
+from pgactions.render.values import bytea_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_insert_rows", "run_upsert_rows"]
 

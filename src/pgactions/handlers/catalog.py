@@ -11,11 +11,11 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
-from ..templating import quote_identifier
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.session import Session
+from pgactions.render.templating import quote_identifier
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["fetch", "json_schema_of", "run_get_table_metadata", "run_list_schemas", "run_list_tables"]
 

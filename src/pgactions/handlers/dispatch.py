@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
+from pgactions.db.session import Session
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_handler"]
 
@@ -16,7 +16,7 @@ __all__ = ["run_handler"]
 def run_handler(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
     """The handler's JSON output.  ``maxAffectedRows``: more rows changed → rolled back,
     MAX_AFFECTED_ROWS.  ``dryRun``: run, count, roll back, say so in the output."""
-    from . import get_handler  # the registry imports the handlers, which may import this module
+    from pgactions.handlers import get_handler  # the registry imports the handlers, which may import this module
 
     handler = get_handler(manifest.handler)
     limit, dry_run = inputs.get("maxAffectedRows"), bool(inputs.get("dryRun"))

@@ -16,13 +16,13 @@ from typing import Any
 import pglast
 from psycopg import sql as psql
 
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
-from ..templating import render_value
-from ..values import bind_value
-from .catalog import fetch
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.session import Session
+from pgactions.handlers.catalog import fetch
+from pgactions.render.templating import render_value
+from pgactions.render.values import bind_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_call_function", "run_create_function", "run_delete_function", "run_get_function",
            "run_list_functions"]

@@ -12,13 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..errors import ActionError
-from ..execution import Session
-from ..filters import where_clause
-from ..manifests import Manifest
-from ..templating import render_value
-from .sql import with_rows
-from .table_write import TableInfo, table_info
+from pgactions.db.session import Session
+from pgactions.handlers.sql import with_rows
+from pgactions.handlers.table_write import TableInfo, table_info
+from pgactions.render.filters import where_clause
+from pgactions.render.templating import render_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_find_rows", "run_get_row"]
 

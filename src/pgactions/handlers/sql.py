@@ -7,12 +7,12 @@ from typing import Any
 import orjson
 import psycopg
 
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
-from ..sqltext import analyse, bind_sql, check_statement_kind, statement_info
-from ..values import bind_value
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.session import Session
+from pgactions.render.sqltext import analyse, bind_sql, check_statement_kind, statement_info
+from pgactions.render.values import bind_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_sql", "run_sql_many", "with_rows"]
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..filters import is_empty, where_clause
-from ..manifests import Manifest
-from ..templating import render_value
-from .sql import _ENVELOPE_BYTES, run_sql, with_rows
-from .table_write import _DIALECT, _bound, _values, table_info
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.session import Session
+from pgactions.handlers.sql import _ENVELOPE_BYTES, run_sql, with_rows
+from pgactions.handlers.table_write import _DIALECT, _bound, _values, table_info
+from pgactions.render.filters import is_empty, where_clause
+from pgactions.render.templating import render_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_delete_rows", "run_update_rows"]
 

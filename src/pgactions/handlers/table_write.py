@@ -14,12 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..convert import to_json_bytes
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest
-from ..templating import quote_identifier, render_value
-from ..values import column_value
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.session import Session
+from pgactions.render.templating import quote_identifier, render_value
+from pgactions.render.values import column_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
 
 __all__ = ["INSERTED_COLUMN", "TableInfo", "on_conflict", "run_insert", "run_upsert", "table_info"]
 

@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 import psycopg
 
-from ..boundary import map_exception
-from ..errors import ActionError
-from ..execution import Session
-from ..manifests import Manifest, get_manifest
-from ..validation import validate_inputs
-from .dispatch import run_handler
+from pgactions.db.errormap import map_exception
+from pgactions.db.session import Session
+from pgactions.handlers.dispatch import run_handler
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest, get_manifest
+from pgactions.spec.validation import validate_inputs
 
 __all__ = ["run_in_one_transaction", "run_transaction", "validated_item"]
 

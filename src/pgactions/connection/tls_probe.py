@@ -18,8 +18,8 @@ from typing import Any
 
 from cryptography import x509
 
-from .errors import ActionError
-from .profiles import ConnectionProfile
+from pgactions.connection.profiles import ConnectionProfile
+from pgactions.spec.errors import ActionError
 
 __all__ = ["certificate_facts", "probe_tls"]
 

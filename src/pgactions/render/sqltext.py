@@ -22,8 +22,8 @@ import pglast
 from jinja2 import TemplateSyntaxError
 from pglast import parser as pg_parser
 
-from .errors import ActionError
-from .templating import ENV, SQLIdentifier, render_expression, render_value
+from pgactions.render.templating import ENV, SQLIdentifier, render_expression, render_value
+from pgactions.spec.errors import ActionError
 
 __all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "statement_info"]
 

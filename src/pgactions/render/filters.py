@@ -12,8 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .errors import ActionError
-from .values import bind_value
+from pgactions.render.values import bind_value
+from pgactions.spec.errors import ActionError
 
 __all__ = ["OPERATORS", "where_clause"]
 

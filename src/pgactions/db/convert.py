@@ -3,7 +3,7 @@
 Loading straight into JSON-ready values (ISO strings, ``orjson.Fragment`` for json/jsonb and
 numbers) is both exact and fast: no ``datetime``/``Decimal`` objects and no JSON re-parsing.
 The session runs with ``TimeZone=UTC``, ``DateStyle=ISO`` and ``IntervalStyle=iso_8601`` (set in
-:mod:`pgactions.pools`), which the loaders below rely on.  The forms are listed in
+:mod:`pgactions.db.connect`), which the loaders below rely on.  The forms are listed in
 docs/types.md.
 """
 

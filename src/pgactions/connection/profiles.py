@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jsonschema
 import yaml
 
-from .errors import ActionError
-from .pemfiles import is_pem_text, materialize
+from pgactions.connection.pemfiles import is_pem_text, materialize
+from pgactions.spec.errors import ActionError
 
 __all__ = ["ConnectionProfile", "forget_profiles", "load_profile"]
 
@@ -205,7 +205,7 @@ def _environment_defaults() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
-    from .manifests import load_schema
+    from pgactions.spec.manifests import load_schema
 
     return jsonschema.Draft202012Validator(load_schema("connection.schema.json"))
 

@@ -4,7 +4,7 @@ Every failure a user can see is an :class:`ActionError` carrying an error object
 ``{"code", "message", "cause", "fix", "retryable", "sqlstate"?, "detail"?, "position"?}``.
 Server errors are mapped by SQLSTATE (exact code first, then its two-letter class), never by
 message text.  Failures while *connecting* carry no SQLSTATE in psycopg, so those are diagnosed
-in :mod:`pgactions.connect_diagnosis`.
+in :mod:`pgactions.connection.diagnosis`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class ErrorSpec:
 
 
 # The contract: these codes, their plain-language cause and the fixes a user can try.
-# docs/errors.md is generated from this table (python -m pgactions.docgen).
+# docs/errors.md is generated from this table (python -m pgactions.devtools.docgen).
 ERROR_CATALOG: dict[str, ErrorSpec] = {
     "CONNECTION_REFUSED": ErrorSpec(
         "Connection refused: nothing is accepting connections at that host and port.",

@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
-from .errors import ActionError
-from .execution import Session
-from .handlers.dispatch import run_handler
-from .handlers.sql import run_sql_many
-from .handlers.transaction import run_in_one_transaction, validated_item
-from .manifests import Manifest, get_manifest
-from .templating import render_value
-from .validation import validate_inputs
+from pgactions.db.session import Session
+from pgactions.handlers.dispatch import run_handler
+from pgactions.handlers.sql import run_sql_many
+from pgactions.handlers.transaction import run_in_one_transaction, validated_item
+from pgactions.render.templating import render_value
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest, get_manifest
+from pgactions.spec.validation import validate_inputs
 
 __all__ = ["MODES", "normalize_items", "run_items"]
 

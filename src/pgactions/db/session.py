@@ -18,14 +18,14 @@ from typing import Any, cast
 import psycopg
 from psycopg import pq
 
-from . import prepared_stream
-from .boundary import map_exception
-from .convert import to_json_bytes
-from .errors import ActionError
-from .pools import SESSION_SETTINGS, SESSION_STATE, PoolCache, SessionState, search_path
-from .profiles import ConnectionProfile
-from .sqltext import statement_info
-from .watchdog import Watchdog
+from pgactions.connection.profiles import ConnectionProfile
+from pgactions.db import streaming as prepared_stream
+from pgactions.db.connect import SESSION_SETTINGS, SESSION_STATE, PoolCache, SessionState, search_path
+from pgactions.db.convert import to_json_bytes
+from pgactions.db.errormap import map_exception
+from pgactions.db.watchdog import Watchdog
+from pgactions.render.sqltext import statement_info
+from pgactions.spec.errors import ActionError
 
 __all__ = ["Limits", "RowsJSON", "Session"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import socket
 
-from .errors import ActionError
+from pgactions.spec.errors import ActionError
 
 __all__ = ["diagnose_connect_failure", "libpq_reason"]
 

@@ -18,7 +18,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .errors import ActionError
+from pgactions.spec.errors import ActionError
 
 __all__ = ["Manifest", "ManifestError", "data_dir", "load_manifests", "schema_registry"]
 
@@ -33,7 +33,7 @@ def data_dir(name: str) -> Path:
     packaged = Path(__file__).parent / "_data" / name
     if packaged.is_dir():
         return packaged
-    source = Path(__file__).resolve().parents[2] / name
+    source = Path(__file__).resolve().parents[3] / name
     if source.is_dir():
         return source
     raise ManifestError(f"the {name}/ folder is missing from this installation")

@@ -20,7 +20,7 @@ from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from sqlalchemy.dialects import postgresql
 
-from .errors import ActionError
+from pgactions.spec.errors import ActionError
 
 __all__ = ["ENV", "SQLIdentifier", "quote_identifier", "render_expression", "render_value"]
 

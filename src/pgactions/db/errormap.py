@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 
-from .connect_diagnosis import diagnose_connect_failure
-from .errors import SQLSTATE_CLASSES, SQLSTATE_CODES, ActionError
-from .pool import PoolTimeout
+from pgactions.connection.diagnosis import diagnose_connect_failure
+from pgactions.db.pool import PoolTimeout
+from pgactions.spec.errors import SQLSTATE_CLASSES, SQLSTATE_CODES, ActionError
 
 __all__ = ["code_for_sqlstate", "map_exception", "scrub"]
 

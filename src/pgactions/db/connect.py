@@ -23,11 +23,11 @@ from typing import Any
 
 import psycopg
 
-from .boundary import map_exception
-from .convert import register_loaders, register_user_arrays
-from .pool import ConnectionPool
-from .profiles import ConnectionProfile
-from .templating import quote_identifier
+from pgactions.connection.profiles import ConnectionProfile
+from pgactions.db.convert import register_loaders, register_user_arrays
+from pgactions.db.errormap import map_exception
+from pgactions.db.pool import ConnectionPool
+from pgactions.render.templating import quote_identifier
 
 __all__ = ["PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "search_path"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from .errors import ActionError
-from .local_server import LocalServer, ServerNotAvailable
-from .runtime import Runtime
+from pgactions.devtools.local_server import LocalServer, ServerNotAvailable
+from pgactions.runtime import Runtime
+from pgactions.spec.errors import ActionError
 
 __all__ = ["run_demo"]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import psycopg
 
-from .boundary import map_exception, scrub
-from .errors import ActionError
-from .profiles import ConnectionProfile, load_profile
-from .tls_probe import probe_tls
+from pgactions.connection.profiles import ConnectionProfile, load_profile
+from pgactions.connection.tls_probe import probe_tls
+from pgactions.db.errormap import map_exception, scrub
+from pgactions.spec.errors import ActionError
 
 __all__ = ["test_connection"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from .errors import ActionError
+from pgactions.spec.errors import ActionError
 
 __all__ = ["bind_value", "bytea_value", "column_value"]
 
