@@ -21,6 +21,9 @@ class ErrorSpec:
     cause: str
     fix: tuple[str, ...]
     retryable: bool = False
+    # Server errors with these SQLSTATEs (exact), or of these two-letter classes, map to this code.
+    sqlstates: tuple[str, ...] = ()
+    sqlstate_classes: tuple[str, ...] = ()
 
 
 # The contract: these codes, their plain-language cause and the fixes a user can try.
@@ -34,7 +37,8 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "Check the database server is running.",
          "Check the network path and firewall rules allow connections to that port.",
          "If the database only allows listed IP addresses, add this platform's address."),
-        retryable=True),
+        retryable=True,
+        sqlstates=("57P03",)),
     "HOST_NOT_FOUND": ErrorSpec(
         "The database host name could not be found.",
         "DNS could not resolve the host name given in the connection.",
@@ -61,19 +65,18 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "If the server asks for certificate authentication, fill sslCert and sslKey with the client "
          "certificate and key issued for this user.",
          "Ask the administrator whether pg_hba.conf allows this user from this address."),
-        ),
+        sqlstates=("28P01",), sqlstate_classes=("28",)),
     "DATABASE_NOT_FOUND": ErrorSpec(
         "The database does not exist on this server.",
         "The database name in the connection does not match any database on the server.",
         ("Check the database name for typing mistakes (names are case-sensitive).",
          "List the server's databases with \\l in psql, or ask the administrator."),
-        ),
+        sqlstates=("3D000",)),
     "SSL_REQUIRED": ErrorSpec(
         "The server requires an SSL connection.",
         "The database only accepts encrypted connections but the connection has SSL disabled.",
         ("Change SSL Mode to \"require\" (or verify-full with the server's CA certificate).",
-         "Save the connection and test it again."),
-        ),
+         "Save the connection and test it again.")),
     "SSL_FAILED": ErrorSpec(
         "The secure (SSL) connection could not be established.",
         "The server's certificate could not be verified (unknown CA, wrong host name, expired), "
@@ -82,42 +85,42 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "With verify-full, connect using the host name written in the server's certificate.",
          "For a self-signed server certificate, give that certificate itself as the CA certificate.",
          "With a client certificate, check the private key belongs to it (and its pass phrase).",
-         "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server."),
-        ),
+         "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server.")),
     "PERMISSION_DENIED": ErrorSpec(
         "Permission denied: the database user may not do this.",
         "The user lacks a privilege on the table, schema or function the statement uses.",
         ("Ask the administrator to grant the privilege, e.g. GRANT SELECT, INSERT ON table TO user.",
          "Check the user has USAGE on the schema.",
          "Use a connection whose user holds the needed rights."),
-        ),
+        sqlstates=("42501",)),
     "SYNTAX_ERROR": ErrorSpec(
         "The SQL statement is not valid.",
         "PostgreSQL could not parse or accept the statement.",
         ("Check the SQL near the reported position.",
          "Use $1, $2 … placeholders for values instead of building SQL text.",
          "Test the statement in a SQL console first."),
-        ),
+        sqlstates=("42601",), sqlstate_classes=("42",)),
     "UNDEFINED_TABLE": ErrorSpec(
         "The table or view does not exist.",
         "No table or view with that name is visible in the connection's schema search path.",
         ("Check the table name for typing mistakes (unquoted names are folded to lower case).",
          "Qualify the table with its schema (schema.table) or set the connection's schema.",
          "Check the user may see the schema (USAGE privilege)."),
-        ),
+        sqlstates=("3F000", "42P01")),
     "UNDEFINED_COLUMN": ErrorSpec(
         "A column does not exist.",
         "The statement names a column the table does not have.",
         ("Check the column name for typing mistakes (unquoted names are folded to lower case).",
          "Look at the table's columns and use one of them."),
-        ),
+        sqlstates=("42703",)),
     "TOO_MANY_CONNECTIONS": ErrorSpec(
         "The database has no free connection slots.",
         "The server's max_connections, or the user's connection limit, has been reached.",
         ("Lower maxConnections of this connection, or the pool sizes of other applications.",
          "Use a connection pooler such as PgBouncer.",
          "Ask the administrator to raise max_connections or the role's connection limit."),
-        retryable=True),
+        retryable=True,
+        sqlstates=("53300",)),
     "QUERY_TIMEOUT": ErrorSpec(
         "The query took longer than the time limit and was cancelled.",
         "The statement ran past its timeout, or the server stopped answering.",
@@ -125,21 +128,21 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "Add a LIMIT or narrow the WHERE clause.",
          "Split the work into smaller batches.",
          "Raise the action's timeout if the host allows it."),
-        retryable=True),
+        retryable=True,
+        sqlstates=("55P03", "57014")),
     "RESULT_TOO_LARGE": ErrorSpec(
         "The result is larger than the output size limit.",
         "The rows returned would exceed the maximum output size, so reading was stopped.",
         ("Add a LIMIT to the query.",
          "Select only the columns you need.",
-         "Page through the data with LIMIT and OFFSET or a key range."),
-        ),
+         "Page through the data with LIMIT and OFFSET or a key range.")),
     "UNIQUE_VIOLATION": ErrorSpec(
         "A row with the same unique value already exists.",
         "The statement would create a duplicate in a unique column or primary key.",
         ("Use Upsert Row (insert or update) instead of Insert Row.",
          "Check whether the record already exists before inserting.",
          "Use a different value for the unique column."),
-        ),
+        sqlstates=("23505",)),
     "FOREIGN_KEY_VIOLATION": ErrorSpec(
         "The row refers to a record that does not exist (or is still referenced).",
         "A foreign key constraint failed: the referenced row is missing, or other rows still point "
@@ -147,18 +150,18 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Create the referenced record first.",
          "Check the referenced id is correct.",
          "Delete or update the referencing rows first."),
-        ),
+        sqlstates=("23503",)),
     "NOT_NULL_VIOLATION": ErrorSpec(
         "A required column has no value.",
         "A column declared NOT NULL was given null or left out.",
         ("Provide a value for the column.",
          "Check the template that fills the column resolves to a value."),
-        ),
+        sqlstates=("23502",)),
     "CHECK_VIOLATION": ErrorSpec(
         "A value breaks one of the table's rules (check constraint).",
         "The row does not satisfy a CHECK constraint of the table.",
         ("Look at the constraint named in the detail and adjust the value.",),
-        ),
+        sqlstates=("23514",)),
     "INVALID_VALUE": ErrorSpec(
         "A value is not valid for its column or parameter type.",
         "PostgreSQL could not convert a value to the type it needs (a date, a number, a UUID …), "
@@ -166,55 +169,55 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Check the value's format (dates as 2026-01-15 or ISO 8601, numbers without thousands separators).",
          "Add an explicit cast to the placeholder, e.g. $1::date.",
          "Check the value fits the column's length or range."),
-        ),
+        sqlstates=("42804", "42P18"), sqlstate_classes=("22", "23")),
     "DEADLOCK": ErrorSpec(
         "The statement was stopped because it deadlocked with another transaction.",
         "Two transactions waited on each other's locks; PostgreSQL cancelled this one.",
         ("Retry the action.",
          "Access tables and rows in the same order in every flow."),
-        retryable=True),
+        retryable=True,
+        sqlstates=("40P01",)),
     "SERIALIZATION_FAILURE": ErrorSpec(
         "The transaction could not be completed because of concurrent changes.",
         "Another transaction changed the same data at the same time.",
         ("Retry the action.",),
-        retryable=True),
+        retryable=True,
+        sqlstates=("40001",), sqlstate_classes=("40",)),
     "READ_ONLY_VIOLATION": ErrorSpec(
         "This action may only read data, but the statement tried to change something.",
         "Query Rows runs in a read-only transaction (or the server is a read-only standby).",
         ("Use Insert Row, Update Rows, Delete Rows or Execute Query for statements that change data.",
          "Connect to the primary server if this one is a standby."),
-        ),
+        sqlstates=("25006",)),
     "CONNECTION_LOST": ErrorSpec(
         "The connection to the database was lost.",
         "The server closed the connection (restart, fail-over, idle timeout) or the network dropped.",
         ("Retry the action.",
          "Check the server is running and the network is stable."),
-        retryable=True),
+        retryable=True,
+        sqlstates=("57P01", "57P02"), sqlstate_classes=("08",)),
     "NOT_FOUND": ErrorSpec(
         "No row matched.",
         "The lookup expected exactly one row, and no row has these key values.",
         ("Check the key values (and their types) the step passes.",
-         "Check the row exists, e.g. with Find Rows, and that this user may see it (row-level security)."),
-        ),
+         "Check the row exists, e.g. with Find Rows, and that this user may see it (row-level security).")),
     "MULTIPLE_ROWS": ErrorSpec(
         "More than one row matched.",
         "The lookup expected exactly one row, but its conditions match several.",
         ("Look the row up by its primary key or another unique key.",
-         "Add conditions until only one row matches, or use Find Rows for several."),
-        ),
+         "Add conditions until only one row matches, or use Find Rows for several.")),
     "UNDEFINED_FUNCTION": ErrorSpec(
         "The function or procedure does not exist with these arguments.",
         "No function of that name takes arguments of these types (or it lies in another schema).",
         ("Check the name and schema (List Functions shows them).",
          "Check the number, names and types of the arguments; give argumentTypes to pick one of several."),
-        ),
+        sqlstates=("42883",)),
     "MAX_AFFECTED_ROWS": ErrorSpec(
         "The action would change more rows than allowed; nothing was changed.",
         "The statement matched more rows than the action's maxAffectedRows, so it was rolled back.",
         ("Check the conditions (WHERE) select only the rows you mean to change.",
          "Raise maxAffectedRows if that many rows should change.",
-         "Use dryRun to see how many rows would change without changing them."),
-        ),
+         "Use dryRun to see how many rows would change without changing them.")),
     "CANCELLED": ErrorSpec(
         "The action was cancelled.",
         "The flow engine (or the person running it) stopped the action before it finished; "
@@ -226,64 +229,26 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "A required field is missing, a value has the wrong type, or the parameters do not match "
         "the query's placeholders.",
         ("Correct the field named in the detail.",),
-        ),
+        sqlstates=("42P02", "42P10")),
     "TEMPLATE_ERROR": ErrorSpec(
         "A {{ template }} could not be rendered.",
         "The template refers to a value that does not exist in the flow data, or is not valid Jinja.",
         ("Check the path (e.g. trigger.email) exists in the data of the trigger or earlier step.",
-         "Use a default: {{ trigger.email | default('') }}."),
-        ),
+         "Use a default: {{ trigger.email | default('') }}.")),
     "UNKNOWN_ACTION": ErrorSpec(
         "There is no action with this id.",
         "The action id is not one of the installed actions.",
-        ("Use one of the ids listed in the detail (pgactions list).",),
-        ),
+        ("Use one of the ids listed in the detail (pgactions list).",)),
     "DATABASE_ERROR": ErrorSpec(
         "The database reported an error.",
         "PostgreSQL rejected the statement; the detail and SQLSTATE say why.",
         ("Read the detail from the server.",
-         "Look the SQLSTATE up in PostgreSQL's error code table."),
-        ),
+         "Look the SQLSTATE up in PostgreSQL's error code table.")),
 }
 
-# Exact SQLSTATE → code.  Checked before the class table.
-SQLSTATE_CODES: dict[str, str] = {
-    "28P01": "AUTHENTICATION_FAILED",
-    "3D000": "DATABASE_NOT_FOUND",
-    "42501": "PERMISSION_DENIED",
-    "42601": "SYNTAX_ERROR",
-    "42P01": "UNDEFINED_TABLE",
-    "3F000": "UNDEFINED_TABLE",  # invalid_schema_name: the schema of the table is missing
-    "42703": "UNDEFINED_COLUMN",
-    "42883": "UNDEFINED_FUNCTION",
-    "42P02": "INVALID_INPUT",  # undefined_parameter ($n without a value)
-    "42P10": "INVALID_INPUT",  # ON CONFLICT columns without a matching unique index
-    "42804": "INVALID_VALUE",  # datatype_mismatch: a value of the wrong type for its column
-    "42P18": "INVALID_VALUE",  # indeterminate_datatype: a $n the server cannot type (add a cast)
-    "53300": "TOO_MANY_CONNECTIONS",
-    "57014": "QUERY_TIMEOUT",
-    "23505": "UNIQUE_VIOLATION",
-    "23503": "FOREIGN_KEY_VIOLATION",
-    "23502": "NOT_NULL_VIOLATION",
-    "23514": "CHECK_VIOLATION",
-    "40P01": "DEADLOCK",
-    "40001": "SERIALIZATION_FAILURE",
-    "25006": "READ_ONLY_VIOLATION",
-    "57P01": "CONNECTION_LOST",  # admin_shutdown
-    "57P02": "CONNECTION_LOST",  # crash_shutdown
-    "57P03": "CONNECTION_REFUSED",  # cannot_connect_now (starting up / shutting down)
-    "55P03": "QUERY_TIMEOUT",  # lock_not_available (lock_timeout)
-}
-
-# Two-letter SQLSTATE class → code.
-SQLSTATE_CLASSES: dict[str, str] = {
-    "08": "CONNECTION_LOST",
-    "22": "INVALID_VALUE",
-    "23": "INVALID_VALUE",
-    "28": "AUTHENTICATION_FAILED",
-    "40": "SERIALIZATION_FAILURE",
-    "42": "SYNTAX_ERROR",
-}
+# Lookup tables derived from the specs: exact SQLSTATE first, then its two-letter class.
+SQLSTATE_CODES: dict[str, str] = {s: code for code, spec in ERROR_CATALOG.items() for s in spec.sqlstates}
+SQLSTATE_CLASSES: dict[str, str] = {c: code for code, spec in ERROR_CATALOG.items() for c in spec.sqlstate_classes}
 
 
 class ActionError(Exception):
