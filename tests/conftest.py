@@ -210,6 +210,26 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "mode, with the profile's pgbouncer mode on")
 
 
+def skip_summary(reports: list[Any]) -> str | None:
+    """One line: how many tests skipped for each reason, most frequent first."""
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    for report in reports:
+        longrepr = report.longrepr
+        reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if not reasons:
+        return None
+    return f"skipped {sum(reasons.values())}: " + "; ".join(f"{n} × {r}" for r, n in reasons.most_common())
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    line = skip_summary(terminalreporter.stats.get("skipped", []))
+    if line:
+        terminalreporter.write_line(line, yellow=True)
+
+
 @dataclass
 class TestDB:
     """One test's schema on the shared server, and a profile whose search path starts there

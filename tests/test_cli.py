@@ -1,8 +1,10 @@
-"""The CLI as a script sees it: JSON on stdout, one line on stderr, exit codes 0 / 1 / 2."""
+"""The CLI as a script sees it: JSON on stdout, one line on stderr, exit codes 0 / 1 / 2
+(more of the contract, and exit code 3, in test_cli_contract.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,8 +14,10 @@ from .conftest import APP_PASSWORD
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    # Without PG* or PGACTIONS_CONNECTION variables: a missing --connection stays a usage error.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PGACTIONS_"))}
     return subprocess.run([sys.executable, "-m", "pgactions", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120)
+                          input=stdin, timeout=120, env=env)
 
 
 def test_list_and_describe() -> None:
@@ -70,8 +74,9 @@ def test_run_failure_prints_error_json_and_one_line(guide_db) -> None:
 ])
 def test_usage_errors_exit_2(args) -> None:
     result = cli(*args)
-    assert result.returncode == 2
-    assert result.stderr.startswith("pgactions:") and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: pgactions") and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pgactions:")
 
 
 def test_invalid_input_is_exit_1_with_paths(db) -> None:
@@ -95,6 +100,9 @@ def test_test_connection(pg) -> None:
     report = json.loads(bad.stdout)
     assert report["ok"] is False and report["failedStep"] == "authentication"
     assert report["error"]["code"] == "AUTHENTICATION_FAILED"
+    line, = bad.stderr.strip().splitlines()
+    assert line.startswith("pgactions: authentication failed: AUTHENTICATION_FAILED: ")
+    assert report["error"]["detail"] in line and "nope-nope" not in bad.stdout + bad.stderr
 
 
 def test_run_tags_the_session_with_flow_and_step(db) -> None:

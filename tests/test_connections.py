@@ -433,3 +433,91 @@ def test_troubleshooting_table_matches_the_catalogue() -> None:
         assert code in ERROR_CATALOG, code
         assert fix in ERROR_CATALOG[code].fix, (code, fix)
     assert {s.code for s in SCENARIOS} <= {code.strip().strip("`") for _s, code, _f in rows}
+
+
+# -- malformed connections: one INVALID_CONNECTION, never another exception, never the secret -------
+
+_SECRET = "Malformed-S3cret-pw-6620"
+
+
+@pytest.mark.parametrize("connection", [
+    f"postgresql://app:{_SECRET}@[::1:55432/shop",
+    f"postgresql://app:{_SECRET}@[::1/shop",
+    f"postgresql://app:{_SECRET}@db:99999/shop",
+    f"postgresql://app:{_SECRET}@db:54x2/shop",
+    f"mysql://app:{_SECRET}@db/shop",
+    f"postgresql://app:{_SECRET}@db/shop?sslmode=sometimes",
+    f"postgresql://app:{_SECRET}@db/shop?colour=red",
+    f"postgresql://app:{_SECRET}@db/shop?connect_timeout=1",
+    f"app:{_SECRET}@db/shop",
+    "",
+    {"url": f"postgresql://app:{_SECRET}@[::1/x"},
+    {"url": f"mysql://app:{_SECRET}@db/x"},
+    {"host": "db\x00", "password": _SECRET},
+    {"statementTimeout": float("nan"), "password": _SECRET},
+    {"extraOptions": {"keepalives_idle": float("inf")}, "password": _SECRET},
+    {1: "x", "password": _SECRET},
+    {"extraOptions": {1: "x", "b": "y"}, "password": _SECRET},
+    42,
+    None,
+], ids=lambda c: repr(c)[:40])
+def test_malformed_connections_raise_only_invalid_connection(connection, runtime: Runtime) -> None:
+    for attempt in (lambda: load_profile(connection),
+                    lambda: runtime.run("query_rows", connection, {"query": "SELECT 1"})):
+        with pytest.raises(ActionError) as info:
+            attempt()
+        assert info.value.code == "INVALID_CONNECTION", info.value.payload
+        assert info.value.payload["errors"] and info.value.payload["field"] == info.value.payload["errors"][0]["path"]
+        assert _SECRET not in str(info.value.payload) + repr(info.value)
+
+
+def test_url_problems_are_named_by_the_url() -> None:
+    with pytest.raises(ActionError) as info:
+        load_profile("postgresql://u@h/db?colour=red&sslmode=sometimes&port=99999")
+    assert {e["path"] for e in info.value.payload["errors"]} == {"url: colour", "url: sslMode", "url: port"}
+    with pytest.raises(ActionError) as info:
+        load_profile({"url": "postgresql://u@h/db?colour=red", "extraOptions": {"shade": "dark"}})
+    assert {e["path"] for e in info.value.payload["errors"]} == {"url: colour", "extraOptions/shade"}
+
+
+def test_url_and_field_options_are_merged() -> None:
+    p = load_profile({"url": "postgresql://u@h/db?keepalives_idle=30&target_session_attrs=any",
+                      "extraOptions": {"target_session_attrs": "read-write", "keepalives": 1}})
+    assert dict(p.extraOptions) == {"keepalives_idle": "30", "target_session_attrs": "read-write", "keepalives": "1"}
+
+
+def test_url_options_search_path() -> None:
+    p = load_profile("postgresql://u@h/db?options=-c%20search_path%3Dsales,public%20-c%20work_mem%3D4MB")
+    assert p.schema == "sales" and dict(p.extraOptions) == {"options": "-c work_mem=4MB"}
+    q = load_profile("postgresql://u@h/db?options=-csearch_path%3Dhr")
+    assert q.schema == "hr" and q.extraOptions == ()
+    r = load_profile("postgresql://u@h/db?options=-c%20search_path%3D")  # empty: no schema, nothing left
+    assert r.schema is None and r.extraOptions == ()
+
+
+def test_profile_file_errors_name_the_file_not_its_content(tmp_path) -> None:
+    broken = tmp_path / "prod.yaml"
+    broken.write_text(f"host: [db\npassword: {_SECRET}\n")
+    with pytest.raises(ActionError) as info:
+        load_profile(str(broken))
+    detail = info.value.payload["detail"]
+    assert info.value.code == "INVALID_CONNECTION" and str(broken) in detail and "line" in detail
+    assert _SECRET not in str(info.value.payload)
+    with pytest.raises(ActionError) as info:
+        load_profile(str(tmp_path / "missing.yaml"))
+    assert "there is no profile file" in info.value.payload["detail"]
+
+
+def test_libpq_option_values_are_checked_before_connecting() -> None:
+    """libpq refuses these only when connecting, in words that read like a network failure."""
+    with pytest.raises(ActionError) as info:
+        load_profile({"extraOptions": {"keepalives_idle": "soon", "target_session_attrs": "bogus",
+                                       "tcp_user_timeout": 1.5}})
+    errors = {e["path"]: e["message"] for e in info.value.payload["errors"]}
+    assert info.value.code == "INVALID_CONNECTION"
+    assert set(errors) == {"extraOptions/keepalives_idle", "extraOptions/target_session_attrs",
+                           "extraOptions/tcp_user_timeout"}
+    assert "read-write" in errors["extraOptions/target_session_attrs"]
+    ok = load_profile({"extraOptions": {"keepalives": True, "keepalives_idle": 30, "target_session_attrs": "primary",
+                                        "channel_binding": "require"}})
+    assert dict(ok.extraOptions)["keepalives"] == "1"

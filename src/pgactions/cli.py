@@ -1,13 +1,25 @@
 """The command line: ``pgactions list | describe | run | test-connection | demo``.
 
-Success prints the output object as JSON on stdout and exits 0.  An action failure prints
-``{"error": {...}}`` on stdout, one human line on stderr, and exits 1.  Usage errors exit 2.
+Exit codes, the contract scripts rely on (README, "From a shell"):
+
+* 0 — success: the output object as JSON on stdout.
+* 1 — the action failed: ``{"error": {...}}`` on stdout (test-connection: its report, with
+  ``"ok": false`` and the ``error``), and one line on stderr: ``pgactions: CODE: message (detail)``.
+* 2 — usage error: the usage and the message on stderr, nothing on stdout.
+* 3 — a batch in ``independent`` mode ran and some items failed: the batch output on stdout and a
+  one-line summary on stderr naming the first failure.
+* 70 — an internal error (a bug in pgactions): one line on stderr; ``--verbose`` adds the traceback.
+
+No traceback is printed otherwise, and no output repeats a connection string as it was given.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,27 +31,105 @@ from pgactions.spec.manifests import get_manifest, load_manifests
 
 __all__ = ["main"]
 
+log = logging.getLogger("pgactions.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ITEMS_FAILED, EXIT_INTERNAL = 0, 1, 2, 3, 70
+
+# Where a connection comes from when --connection is not given (after it, in this order).
+CONNECTION_VARIABLE = "PGACTIONS_CONNECTION"
+
 
 class UsageError(Exception):
-    pass
+    """A mistake in the command line: exit 2 with the usage of *command* (or the main usage)."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser | None = None) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Exit(Exception):
+    """argparse finished on its own (--help, --version)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one path for every usage error (exit 2)
-        raise UsageError(message)
+        raise UsageError(message, self)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("pgactions")
+    except (ImportError, PackageNotFoundError):
+        from pgactions import __version__
+
+        return __version__
+
+
+# -- JSON arguments -------------------------------------------------------------------------------
+
+# A run of 19 digits may be an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 def _json_argument(text: str, name: str) -> Any:
-    """Inline JSON, or @path to a JSON file."""
+    """Inline JSON, or @path to a JSON file (UTF-8)."""
     if text.startswith("@"):
+        path = text[1:]
         try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
+            raw = Path(path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"{name}: cannot read {text[1:]}: {exc.strerror}") from None
+            raise UsageError(f"{name}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        except ValueError:  # a NUL in the path
+            raise UsageError(f"{name}: cannot read {path!r}: not a valid path") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{name}: {path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    return _loads(text, name)
+
+
+def _loads(text: str, name: str) -> Any:
+    """orjson on the common path; where the text may hold an integer beyond 64 bits, the standard
+    parser, which keeps such integers exact (as the Python API receives them)."""
+    long_digits = _LONG_DIGITS.search(text) is not None
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{name} is not valid JSON: {exc}") from None
+        if not long_digits:
+            raise UsageError(f"{name} is not valid JSON: {exc}") from None
+        refused: Exception | None = exc  # an orjson that refuses big integers: let the standard parser try
+    else:
+        refused = None
+        if not long_digits:
+            return value
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") refused, as orjson does
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{name} is not valid JSON: {refused or exc}") from None
+    return value
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
 
 
 def _print_json(value: Any) -> None:
@@ -48,100 +138,251 @@ def _print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pgactions", description="PostgreSQL actions for flows and scripts.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_line(error: dict[str, Any]) -> str:
+    """``CODE: message (detail)`` on one line."""
+    detail = error.get("detail")
+    return _one_line(f"{error.get('code')}: {error.get('message')}" + (f" ({detail})" if detail else ""))
+
+
+def _fail_line(text: str) -> None:
+    print(f"pgactions: {text}", file=sys.stderr, flush=True)
+
+
+# -- options -------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of bytes, not {value}")
+    return value
+
+
+_CONNECTION_HELP = (f"postgresql:// URL or profile file (YAML/JSON); default: ${CONNECTION_VARIABLE}, "
+                    "else the libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE …")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = _Parser(prog="pgactions", description="PostgreSQL actions for flows and scripts.",
+                     epilog="Exit codes: 0 success, 1 the action failed, 2 usage error, "
+                            "3 some items of an independent batch failed.")
+    parser.add_argument("--version", action="version", version=f"pgactions {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log to stderr, with tracebacks (otherwise nothing is logged: failures are in the output)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="list the actions")
-    describe = sub.add_parser("describe", help="show an action's manifest (inputs, outputs, examples)")
+    commands: dict[str, argparse.ArgumentParser] = {}
+    commands["list"] = sub.add_parser("list", help="list the actions")
+    describe = commands["describe"] = sub.add_parser(
+        "describe", help="show an action's manifest (inputs, outputs, examples)")
     describe.add_argument("action")
-    run = sub.add_parser("run", help="run an action")
+    run = commands["run"] = sub.add_parser("run", help="run an action")
     run.add_argument("action")
-    run.add_argument("--connection", "-c", required=True, help="postgresql:// URL or profile file (YAML/JSON)")
-    run.add_argument("--input", "-i", default="{}", help="inputs as JSON, or @file.json")
+    run.add_argument("--connection", "-c", default=None, help=_CONNECTION_HELP)
+    run.add_argument("--input", "-i", default=None, help="inputs as JSON, or @file.json (default: {})")
     run.add_argument("--context", default=None, help="flow context (trigger, steps) as JSON, or @file.json")
     run.add_argument("--items", default=None,
                      help="run once per item: a JSON list of {inputs, context?}, or @file.json (instead of --input)")
-    run.add_argument("--batch-mode", choices=["independent", "transaction", "single"], default="independent",
+    run.add_argument("--batch-mode", choices=["independent", "transaction", "single"], default=None,
                      help="with --items: each item on its own (default), all in one transaction, or one statement")
-    run.add_argument("--max-result-bytes", type=int, default=None, help="output size limit (default 10 MB)")
+    run.add_argument("--max-result-bytes", type=_positive_int, default=None,
+                     help="output size limit in bytes (default 10 MB)")
     run.add_argument("--numeric-as-number", action="store_true", help="emit numeric values as JSON numbers")
     run.add_argument("--flow", default=None, help="flow name, shown in pg_stat_activity's application_name")
     run.add_argument("--step", default=None, help="step name, shown in pg_stat_activity's application_name")
-    test = sub.add_parser("test-connection", help="check a connection step by step")
-    test.add_argument("--connection", "-c", required=True)
-    demo = sub.add_parser("demo", help="start a throwaway PostgreSQL and run every guide example")
-    demo.add_argument("--keep", action="store_true", help="leave the server running (prints its URL)")
-    return parser
+    test = commands["test-connection"] = sub.add_parser("test-connection", help="check a connection step by step")
+    test.add_argument("--connection", "-c", default=None, help=_CONNECTION_HELP)
+    demo = commands["demo"] = sub.add_parser("demo", help="start a throwaway PostgreSQL and run every guide example")
+    what = demo.add_mutually_exclusive_group()
+    what.add_argument("--keep", action="store_true", help="leave the server running (prints its URL and how to stop it)")
+    what.add_argument("--stop", metavar="DIR", default=None, help="stop a server left running by --keep, and delete DIR")
+    return parser, commands
 
+
+# -- entry point ---------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    parser, commands = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
+    except _Exit as done:
+        return done.status
     except UsageError as exc:
-        print(f"pgactions: {exc} (see pgactions --help)", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+        return _usage_error(exc, exc.parser or parser)
+    # Without --verbose nothing is logged: every failure reaches the user as the error object and
+    # its one stderr line (a logged traceback would break both promises).
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL + 1, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)
     except UsageError as exc:
-        print(f"pgactions: {exc}", file=sys.stderr)
-        return 2
+        return _usage_error(exc, exc.parser or commands[args.command])
     except ActionError as exc:
         _print_json({"error": exc.payload})
-        print(f"pgactions: {exc.one_line()}", file=sys.stderr)
-        return 1
+        _fail_line(_error_line(exc.payload))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _fail_line("interrupted")
+        return 130
+    except BrokenPipeError:  # stdout closed early (| head): nothing left to tell anyone
+        _silence_stdout()
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: say so in one line, never with the exception's text (it may hold a secret)
+        if args.verbose:
+            log.exception("internal error")
+        _fail_line(f"internal error ({type(exc).__name__}); this is a bug in pgactions"
+                   + ("" if args.verbose else " (rerun with --verbose for the traceback)"))
+        return EXIT_INTERNAL
+
+
+def _usage_error(exc: UsageError, parser: argparse.ArgumentParser) -> int:
+    sys.stderr.write(parser.format_usage())
+    _fail_line(f"{exc} (see {parser.prog} --help)")
+    return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         _print_json([{"id": m.id, "title": m.title, "category": m.category, "readOnly": m.read_only}
                      for m in load_manifests().values()])
-        return 0
+        return EXIT_OK
     if args.command == "describe":
         _print_json(get_manifest(args.action).describe())
-        return 0
+        return EXIT_OK
     if args.command == "test-connection":
-        from pgactions.connection.check import test_connection
-
-        result = test_connection(args.connection)
-        _print_json(result)
-        if not result["ok"]:
-            err = result["error"]
-            print(f"pgactions: {result['failedStep']} failed: {err['code']}: {err['message']}", file=sys.stderr)
-        return 0 if result["ok"] else 1
+        return _test_connection(args)
     if args.command == "run":
         return _run(args)
     if args.command == "demo":
-        from pgactions.devtools.demo import run_demo
-
-        return run_demo(keep=args.keep)
+        return _demo(args)
     raise UsageError(f"unknown command {args.command}")
 
+
+# -- the connection ------------------------------------------------------------------------------
+
+def _connection(args: argparse.Namespace) -> tuple[str | dict[str, Any], str]:
+    """The connection to use and where it came from: --connection, else $PGACTIONS_CONNECTION (a
+    URL or a profile file), else the libpq PG* variables (an empty profile they fill)."""
+    from pgactions.connection.profiles import pg_environment
+
+    if args.connection is not None:
+        return args.connection, "--connection"
+    given = os.environ.get(CONNECTION_VARIABLE, "").strip()
+    if given:
+        return given, CONNECTION_VARIABLE
+    if pg_environment():
+        return {}, "PG* variables"
+    hint = ("PGACTIONS_IGNORE_PG_ENV=1 turns the PG* variables off" if os.environ.get("PGACTIONS_IGNORE_PG_ENV") == "1"
+            else "none of them is set")
+    raise UsageError(f"no connection: give --connection URL|FILE, or set {CONNECTION_VARIABLE}, or the libpq "
+                     f"variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE ({hint})")
+
+
+def _load(spec: str | dict[str, Any], source: str) -> Any:
+    """The profile; an INVALID_CONNECTION from $PGACTIONS_CONNECTION says so in its detail."""
+    from pgactions.connection.profiles import ConnectionProfile, load_profile
+
+    try:
+        # Built afresh from the PG* variables (load_profile would cache them for the process).
+        return ConnectionProfile.from_dict(spec) if isinstance(spec, dict) else load_profile(spec)
+    except ActionError as exc:
+        if source == CONNECTION_VARIABLE:
+            detail = exc.payload.get("detail")
+            exc.payload["detail"] = f"{CONNECTION_VARIABLE}: {detail}" if detail else CONNECTION_VARIABLE
+        raise
+
+
+def _test_connection(args: argparse.Namespace) -> int:
+    from pgactions.connection.check import test_connection
+
+    spec, source = _connection(args)
+    try:
+        profile = _load(spec, source)
+    except ActionError as exc:
+        report: dict[str, Any] = {"ok": False, "failedStep": "profile", "steps": [], "error": exc.payload}
+    else:
+        report = test_connection(profile)
+    _print_json(report)
+    if report["ok"]:
+        return EXIT_OK
+    _fail_line(f"{report['failedStep']} failed: {_error_line(report['error'])}")
+    return EXIT_FAILED
+
+
+# -- run -----------------------------------------------------------------------------------------
 
 def _run(args: argparse.Namespace) -> int:
     from pgactions.db.session import Limits
     from pgactions.runtime import Runtime
 
-    if args.items is not None and args.input != "{}":
+    if args.items is not None and args.input is not None:
         raise UsageError("give --input or --items, not both")
-    inputs = _json_argument(args.input, "--input")
-    context = _json_argument(args.context, "--context") if args.context else None
+    if args.batch_mode is not None and args.items is None:
+        raise UsageError("--batch-mode applies to --items only")
+    inputs = _json_argument(args.input, "--input") if args.input is not None else {}
+    items = _json_argument(args.items, "--items") if args.items is not None else None
+    context = _json_argument(args.context, "--context") if args.context is not None else None
     if context is not None and not isinstance(context, dict):
         raise UsageError("--context must be a JSON object")
+    spec, source = _connection(args)
     limits = Limits(numeric_as_number=args.numeric_as_number,
                     **({"max_result_bytes": args.max_result_bytes} if args.max_result_bytes else {}))
     with Runtime(limits) as runtime:
-        if args.items is not None:
-            items = _json_argument(args.items, "--items")
-            result = runtime.run_batch(args.action, args.connection, items, args.batch_mode, context,
-                                       flow=args.flow, step=args.step)
+        profile = _load(spec, source)
+        if items is None:
+            result = runtime.run(args.action, profile, inputs, context, flow=args.flow, step=args.step)
             _print_json(result.json)
-            return 0 if result.data["ok"] else 1
-        result = runtime.run(args.action, args.connection, inputs, context, flow=args.flow, step=args.step)
-    _print_json(result.json)
-    return 0
+            return EXIT_OK
+        mode = args.batch_mode or "independent"
+        result = runtime.run_batch(args.action, profile, items, mode, context, flow=args.flow, step=args.step)
+        _print_json(result.json)
+    return _batch_status(result.data)
+
+
+def _batch_status(data: dict[str, Any]) -> int:
+    """0 when every item succeeded; else 3 and a summary on stderr naming the first failure."""
+    if data.get("ok", True):
+        return EXIT_OK
+    entries = data.get("items")
+    if entries is None:
+        entries = data.get("results") or []
+    failed = [(position, entry) for position, entry in enumerate(entries)
+              if isinstance(entry, dict) and not entry.get("ok", True)]
+    if not failed:
+        _fail_line("the batch reported a failure")
+        return EXIT_ITEMS_FAILED
+    position, first = failed[0]
+    error = first.get("error") or {}
+    code = error.get("code", "ERROR")
+    reason = _one_line(error.get("detail") or error.get("message") or "")
+    index = first.get("index", position)
+    _fail_line(f"{len(failed)} of {len(entries)} items failed (first: item {index} {code}: {reason})")
+    return EXIT_ITEMS_FAILED
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.stop is not None:
+        from pgactions.devtools.demo import stop_demo
+
+        return stop_demo(args.stop)
+    from pgactions.devtools.demo import run_demo
+
+    return run_demo(keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Where a value comes from, highest first: the profile's own fields, then its ``ur
 standard libpq environment variables (PGHOST, PGPORT …, unless the host sets
 ``PGACTIONS_IGNORE_PG_ENV=1``), then the defaults of ``schemas/connection.schema.json``.  The whole
 result is validated once, so a bad value is reported under the name the user wrote it with
-(``port``, ``url: sslmode``, ``PGPORT``).
+(``port``, ``url: sslmode``, ``PGPORT``).  Anything wrong with a connection — a malformed URL, a
+bad field, an unreadable profile file — is one ``INVALID_CONNECTION`` :class:`ActionError`; no
+other exception leaves :func:`load_profile`, and no error repeats the connection text as given
+(it may hold a password).
 
 Secrets (password, private key, key pass phrase, OAuth secret) live in the profile and nowhere
 else: ``repr`` hides them and :meth:`ConnectionProfile.secrets` lets the error boundary scrub them
@@ -14,7 +17,9 @@ from anything shown to a user.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +32,7 @@ import yaml
 from pgactions.connection.pemfiles import is_pem_text, materialize
 from pgactions.spec.errors import ActionError
 
-__all__ = ["ConnectionProfile", "forget_profiles", "load_profile"]
+__all__ = ["ConnectionProfile", "forget_profiles", "load_profile", "pg_environment"]
 
 # libpq keyword → profile field, for URL query strings and environment variables.
 _LIBPQ_FIELDS = {
@@ -43,6 +48,22 @@ _ENVIRONMENT = {
 }
 _NUMERIC_FIELDS = {"port": int, "connectTimeout": int, "statementTimeout": float,
                    "maxConnections": int, "idleTimeout": float}
+# libpq options whose values libpq itself would only refuse when connecting (and then in words
+# that read like a network failure): checked here.  Enumerations are the union over libpq
+# versions, so an older libpq may still refuse a newer value.
+_INTEGER_OPTIONS = frozenset({"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "tcp_user_timeout", "sslcompression", "sslsni", "requiressl"})
+_OPTION_VALUES = {
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+}
+_INTEGER_TEXT = re.compile(r"\s*[-+]?\d+\s*")
 # Fields whose values are never echoed (validation messages, reprs).
 SECRET_FIELDS = frozenset({"password", "sslKey", "sslPassword", "url"})
 # libpq options that hold secrets when passed through extraOptions.
@@ -130,10 +151,14 @@ class ConnectionProfile:
     def from_dict(cls, data: dict[str, Any]) -> ConnectionProfile:
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}
-        if isinstance(data.get("url"), str) and data["url"].startswith(("postgresql://", "postgres://")):
+        url_options: dict[str, Any] = {}
+        if isinstance(data.get("url"), str) and data["url"].startswith(_URL_PREFIXES):
             for key, value in _parse_url(data["url"]).items():
                 values[key], origins[key] = value, f"url: {key}"
+            url_options = dict(values.get("extraOptions", {}))
         for key, value in data.items():
+            if key == "extraOptions" and url_options and isinstance(value, dict):
+                value = {**url_options, **value}  # the URL's libpq options, then the field's
             if key != "url":
                 values[key], origins[key] = value, key
         for var, key in _environment_defaults().items():
@@ -142,7 +167,7 @@ class ConnectionProfile:
         for key, kind in _NUMERIC_FIELDS.items():
             if origins.get(key, key) != key and isinstance(values.get(key), str):
                 values[key] = _number(values[key], kind)  # URL and environment values are text
-        _validate(data, values, origins)
+        _validate(data, values, origins, url_options)
         values.pop("url", None)
         options = values.pop("extraOptions", {})
         return cls(**values, extraOptions=tuple(sorted((k, _option_text(v)) for k, v in options.items())))
@@ -152,15 +177,26 @@ class ConnectionProfile:
         return cls.from_dict({"url": url})
 
 
+_URL_PREFIXES = ("postgresql://", "postgres://")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_SEARCH_PATH = re.compile(r"(?:-c\s*|--)search_path=(\S*)")
+
+
 def _parse_url(url: str) -> dict[str, Any]:
     """A postgresql:// URL as profile fields; libpq query keywords without a field go to extraOptions."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # never echo urllib's message: some versions quote the netloc
+        reason = ("an IPv6 host must be written in brackets, e.g. [::1]" if "IPv6" in str(exc)
+                  else "it cannot be parsed")
+        raise _invalid([{"path": "url", "message": f"not a valid postgresql:// URL: {reason}"}]) from None
     values: dict[str, Any] = {}
     port: int | str | None
     try:
         port = parts.port
     except ValueError:
-        port = parts.netloc.rsplit(":", 1)[-1]  # kept as text: validation names it
+        # Kept as text (validation names it); taken after the '@', so never from the password.
+        port = parts.netloc.rpartition("@")[2].rsplit(":", 1)[-1]
     if parts.hostname:
         values["host"] = unquote(parts.hostname)
     if port:
@@ -177,8 +213,15 @@ def _parse_url(url: str) -> dict[str, Any]:
             values[_LIBPQ_FIELDS[key]] = value
         elif key == "pgbouncer":  # Prisma's and Supabase's convention
             values["pgbouncer"] = value.lower() in ("true", "1", "yes", "on")
-        elif key == "options" and "search_path=" in value:
-            values["schema"] = value.split("search_path=")[1].split()[0]
+        elif key == "options" and _SEARCH_PATH.search(value):
+            # "-c search_path=sales,public": the first schema becomes the profile's schema; any
+            # other settings stay libpq options.
+            schema = _SEARCH_PATH.search(value).group(1).split(",")[0].strip('"')  # type: ignore[union-attr]
+            if schema:
+                values["schema"] = schema
+            rest = _SEARCH_PATH.sub("", value).strip()
+            if rest:
+                extra[key] = rest
         else:
             extra[key] = value
     if extra:
@@ -203,6 +246,11 @@ def _environment_defaults() -> dict[str, str]:
     return {var: key for var, key in _ENVIRONMENT.items() if os.environ.get(var)}
 
 
+def pg_environment() -> list[str]:
+    """The libpq variables (PGHOST, PGPORT …) that are set and would fill a profile's fields."""
+    return sorted(_environment_defaults())
+
+
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
     from pgactions.spec.manifests import load_schema
@@ -210,36 +258,62 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema("connection.schema.json"))
 
 
-def _validate(data: dict[str, Any], values: dict[str, Any], origins: dict[str, str]) -> None:
+def _validate(data: dict[str, Any], values: dict[str, Any], origins: dict[str, str],
+              url_options: dict[str, Any]) -> None:
     """Check the merged values (and the URL's form); report each problem under its origin."""
     merged = dict(values)
     if "url" in data:
         merged["url"] = data["url"]
     problems = []
-    for error in sorted(_validator().iter_errors(merged), key=lambda e: list(e.absolute_path)):
+    for error in sorted(_validator().iter_errors(merged), key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(error.absolute_path)
         field = str(path[0]) if path else ""
         label = origins.get(field, field) if field else "(connection)"
         if len(path) > 1:
             label += "/" + "/".join(map(str, path[1:]))
         problems.append({"path": label, "message": _safe_message(error)})
-    problems.extend(_option_problems(values.get("extraOptions")))
+    problems.extend(_value_problems(values, origins))
+    problems.extend(_option_problems(values.get("extraOptions"), url_options))
     if problems:
-        raise ActionError("INVALID_INPUT", "the connection is not valid: " +
-                          "; ".join(f"{p['path']}: {p['message']}" for p in problems),
-                          extra={"errors": problems})
+        raise _invalid(problems)
 
 
-def _option_problems(options: Any) -> list[dict[str, str]]:
+def _invalid(problems: list[dict[str, str]]) -> ActionError:
+    """One INVALID_CONNECTION error listing every problem (paths and messages never hold a secret)."""
+    return ActionError("INVALID_CONNECTION", "; ".join(f"{p['path']}: {p['message']}" for p in problems),
+                       extra={"field": problems[0]["path"], "errors": problems})
+
+
+def _value_problems(values: dict[str, Any], origins: dict[str, str]) -> list[dict[str, str]]:
+    """What the schema cannot say: libpq takes no NUL character, and NaN or Infinity is no number."""
+    problems = []
+    for key, value in values.items():
+        if isinstance(value, str) and "\x00" in value:
+            problems.append({"path": origins.get(key, key), "message": "contains a NUL character"})
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append({"path": origins.get(key, key), "message": "must be a finite number"})
+    options = values.get("extraOptions")
+    if isinstance(options, dict):
+        for key, value in options.items():
+            if (isinstance(value, str) and "\x00" in value) or (isinstance(value, float) and not math.isfinite(value)):
+                problems.append({"path": f"extraOptions/{key}", "message": "is not a usable libpq value"})
+    return problems
+
+
+def _option_problems(options: Any, url_options: dict[str, Any]) -> list[dict[str, str]]:
     if not isinstance(options, dict):
         return []
     problems = []
     for key in options:
+        label = f"url: {key}" if key in url_options and options[key] == url_options[key] else f"extraOptions/{key}"
         if key in _LIBPQ_FIELDS:
-            problems.append({"path": f"extraOptions/{key}",
-                             "message": f"use the {_LIBPQ_FIELDS[key]} field instead"})
+            problems.append({"path": label, "message": f"use the {_LIBPQ_FIELDS[key]} field instead"})
         elif key not in _libpq_keywords():
-            problems.append({"path": f"extraOptions/{key}", "message": "not a libpq connection option"})
+            problems.append({"path": label, "message": "not a libpq connection option"})
+        elif key in _INTEGER_OPTIONS and not _INTEGER_TEXT.fullmatch(_option_text(options[key])):
+            problems.append({"path": label, "message": "must be a whole number"})
+        elif key in _OPTION_VALUES and _option_text(options[key]) not in _OPTION_VALUES[key]:
+            problems.append({"path": label, "message": f"must be one of {', '.join(_OPTION_VALUES[key])}"})
     return problems
 
 
@@ -254,6 +328,8 @@ def _safe_message(error: jsonschema.ValidationError) -> str:
     """jsonschema quotes the offending value; never echo a secret field's value."""
     path = list(error.absolute_path)
     secret = bool(path) and (path[0] in SECRET_FIELDS or (len(path) > 1 and path[1] in _SECRET_OPTIONS))
+    if path == ["url"] and error.validator == "pattern":
+        return "must start with postgresql:// or postgres://"
     if secret or error.validator == "additionalProperties" and "password" in error.message.lower():
         return f"invalid value ({error.validator} check failed)"
     return error.message
@@ -264,8 +340,8 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
     if isinstance(spec, ConnectionProfile):
         return spec
     if not isinstance(spec, (str, dict)):
-        raise ActionError("INVALID_INPUT", "the connection must be a postgresql:// URL, a profile object "
-                                           "or the path of a profile file", extra={"field": "connection"})
+        raise _invalid([{"path": "connection", "message": "must be a postgresql:// URL, a profile object "
+                                                          "or the path of a profile file"}])
     if isinstance(spec, dict):
         try:
             key = tuple((k, _freeze(v)) for k, v in spec.items())  # a host passes the same object each run
@@ -273,8 +349,12 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
         except TypeError:  # an unhashable value: it will fail validation anyway
             return ConnectionProfile.from_dict(spec)
         return _profile_from_items(key)
-    if spec.startswith(("postgresql://", "postgres://")):
+    if spec.startswith(_URL_PREFIXES):
         return _profile_from_items((("url", spec),))
+    scheme = _SCHEME.match(spec)
+    if scheme and spec[scheme.end():].startswith("//"):
+        raise _invalid([{"path": "url", "message": f"the scheme {scheme.group(1)}:// is not supported: "
+                                                   "write postgresql://user:password@host:5432/database"}])
     return _profile_from_file(spec)
 
 
@@ -283,18 +363,36 @@ def _freeze(value: Any) -> Any:
 
 
 def _profile_from_file(spec: str) -> ConnectionProfile:
+    """A YAML or JSON profile file.  Errors name the file only when the text plainly is a file name
+    (a mistyped URL may hold a password) and never quote the file's content."""
     path = Path(spec)
-    if not path.is_file():
-        raise ActionError("INVALID_INPUT", f"the connection {spec!r} is neither a postgresql:// URL "
-                                           "nor a readable profile file", extra={"field": "connection"})
+    named = path.suffix.lower() in (".json", ".yaml", ".yml") and "@" not in spec and ":" not in spec
+    shown = f"profile file {spec}" if named else "profile file"
     try:
+        if not path.is_file():
+            what = f"there is no {shown}" if named and not path.exists() else \
+                "neither a postgresql:// URL nor the path of a readable profile file (YAML or JSON)"
+            raise _invalid([{"path": "connection", "message": what}])
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ActionError("INVALID_INPUT", f"the profile file {path.name} could not be read: "
-                                           f"{type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise _invalid([{"path": "connection", "message": f"the {shown} is not UTF-8 text"}]) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise _invalid([{"path": "connection", "message": f"the {shown} cannot be read: {reason}"}]) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise _invalid([{"path": "connection", "message": f"the {shown} is not valid JSON "
+                                                          f"(line {exc.lineno}, column {exc.colno})"}]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise _invalid([{"path": "connection", "message": f"the {shown} is not valid YAML{where}"}]) from None
+    except (ValueError, RecursionError):
+        raise _invalid([{"path": "connection", "message": f"the {shown} cannot be parsed"}]) from None
     if not isinstance(data, dict):
-        raise ActionError("INVALID_INPUT", f"the profile file {path.name} must hold an object")
+        raise _invalid([{"path": "connection", "message": f"the {shown} must hold one object of connection "
+                                                          "fields (host, port, database …) or a url"}])
     return ConnectionProfile.from_dict(data)
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
-from pgactions.devtools.local_server import LocalServer, ServerNotAvailable
+from pgactions.devtools.local_server import LocalServer, ServerNotAvailable, stop_kept_server
 from pgactions.runtime import Runtime
 from pgactions.spec.errors import ActionError
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "stop_demo"]
 
 SAMPLE_SCHEMA = """
 CREATE TABLE users (
@@ -106,9 +106,25 @@ def run_demo(keep: bool = False) -> int:
                     failures += 0 if title.startswith("A friendly error") else 1
                 print()
         if keep:
-            print(f"The server keeps running at {url} (data in {server.root}); stop it with pg_ctl.")
+            print(f"The server keeps running at {url} (data in {server.root}).")
+            print(f"Stop it (and delete its data) with: pgactions demo --stop {server.root}")
     finally:
         if not keep:
             server.stop()
     print("Demo finished: every action ran." if not failures else f"Demo finished with {failures} failure(s).")
     return 0 if not failures else 1
+
+
+def stop_demo(root: str) -> int:
+    """``pgactions demo --stop DIR``: stop a server ``--keep`` left running and delete DIR."""
+    try:
+        running = stop_kept_server(root)
+    except ValueError as exc:  # not a kept server's folder: a usage mistake
+        print(f"pgactions demo: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # RuntimeError covers ServerNotAvailable (no pg_ctl)
+        print(f"pgactions demo: could not stop the server in {root}: {exc}", file=sys.stderr)
+        return 1
+    print(f"Stopped the server in {root} and deleted its data." if running
+          else f"The server in {root} was not running; deleted its data.")
+    return 0

@@ -10,6 +10,7 @@ server runs as the ``postgres`` OS user.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -21,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalServer", "ServerNotAvailable", "find_bindir", "free_port"]
+__all__ = ["LocalServer", "ServerNotAvailable", "find_bindir", "free_port", "stop_kept_server"]
+
+# Written into the server's folder at start: what stop_kept_server needs to stop it later, from
+# another process (the binaries it was started with, the OS user it runs as).
+MARKER = "pgactions-server.json"
 
 
 class ServerNotAvailable(RuntimeError):
@@ -175,6 +180,8 @@ class LocalServer:
         self._run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"),
                    "-w", "-t", "60", "start"])
         self._bindir = bindir
+        (self.root / MARKER).write_text(json.dumps({"bindir": str(bindir), "runAs": self._run_as,
+                                                    "port": self.port}))
         return self
 
     def stop(self) -> None:
@@ -310,6 +317,36 @@ class LocalServer:
                 f"{proc.stdout}\n{proc.stderr}\n{self.log_tail() if self.root else ''}"
             )
         return proc.stdout
+
+
+def stop_kept_server(root: str | Path) -> bool:
+    """Stop a server a previous process left running (``pgactions demo --keep``) and delete its
+    folder *root*.  As root, pg_ctl runs as the OS user the server runs as (PostgreSQL refuses
+    root).  Returns False when the server was not running any more (the folder is deleted anyway).
+    Raises ValueError when *root* is not such a folder (it is then left alone), RuntimeError when
+    pg_ctl fails."""
+    root = Path(root)
+    try:
+        facts = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        facts = None
+    if not isinstance(facts, dict):
+        raise ValueError(f"{root} is not the folder of a server started by pgactions (it has no valid {MARKER})")
+    data = root / "data"
+    running = (data / "postmaster.pid").exists()
+    if running:
+        bindir = Path(facts.get("bindir") or "")
+        pg_ctl = bindir / "pg_ctl" if (bindir / "pg_ctl").exists() else find_bindir() / "pg_ctl"
+        argv = [str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]
+        if os.geteuid() == 0:
+            run_as = facts.get("runAs") or pwd.getpwuid(data.stat().st_uid).pw_name
+            if run_as != "root":
+                argv = ["runuser", "-u", run_as, "--", *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/")
+        if proc.returncode != 0 and (data / "postmaster.pid").exists():
+            raise RuntimeError(f"pg_ctl stop failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    shutil.rmtree(root, ignore_errors=True)
+    return running
 
 
 def _openssl(cwd: Path) -> Any:
