@@ -22,6 +22,7 @@ import weakref
 from typing import Any
 
 import psycopg
+from psycopg import sql as psql
 
 from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db.convert import register_loaders, register_user_arrays
@@ -29,11 +30,12 @@ from pgactions.db.errormap import map_exception
 from pgactions.db.pool import ConnectionPool
 from pgactions.render.templating import quote_identifier
 
-__all__ = ["PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "search_path"]
+__all__ = ["RESET_SQL", "PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "reset_sql", "search_path",
+           "session_settings"]
 
 # Settings every session of ours runs with (set once per connection, in one round trip).
 SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
-                    "extra_float_digits": "1"}
+                    "extra_float_digits": "1", "standard_conforming_strings": "on"}
 
 
 # Arrays of enums and domains have type ids of the database's own: without this they would come
@@ -134,10 +136,7 @@ class PoolCache:
                 register_user_arrays(conn, conn.execute(_USER_ARRAY_TYPES_SQL).fetchall())
                 SESSION_STATE[conn] = SessionState(None, None, pgbouncer=True)
                 return conn
-            settings = dict(SESSION_SETTINGS, default_transaction_read_only="on",
-                            statement_timeout=str(DEFAULT_TIMEOUT_MS))
-            if profile.schema:
-                settings["search_path"] = search_path(profile.schema)
+            settings = session_settings(profile)
             calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
             with conn.pipeline():  # one round trip for both
                 conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
@@ -148,6 +147,30 @@ class PoolCache:
             raise
         SESSION_STATE[conn] = SessionState(True, DEFAULT_TIMEOUT_MS)
         return conn
+
+
+def session_settings(profile: ConnectionProfile) -> dict[str, str]:
+    """What every session of ours starts with (and returns to after a reset)."""
+    settings = dict(SESSION_SETTINGS, default_transaction_read_only="on", statement_timeout=str(DEFAULT_TIMEOUT_MS))
+    if profile.schema:
+        settings["search_path"] = search_path(profile.schema)
+    return settings
+
+
+# Everything an action's own SQL may leave behind on a session, undone (PgBouncer's
+# server_reset_query is DISCARD ALL; this keeps the prepared statements psycopg manages, which
+# DISCARD ALL would drop behind its back), then our own settings applied again.  Role and
+# session authorization are not settings RESET ALL touches: they are reset first.
+RESET_SQL = ("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; "
+             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+
+
+def reset_sql(conn: psycopg.Connection[Any], profile: ConnectionProfile, app_name: str) -> bytes:
+    """The reset as one text (one round trip); values quoted by psycopg."""
+    settings = dict(session_settings(profile), application_name=app_name)
+    calls = ", ".join(f"set_config({psql.Literal(k).as_string(conn)}, {psql.Literal(v).as_string(conn)}, false)"
+                      for k, v in settings.items())
+    return f"{RESET_SQL}; SELECT {calls}".encode()
 
 
 def search_path(schema: str) -> str:
