@@ -292,6 +292,8 @@ def _insert_select(session: Session, info: TableInfo, groups: Groups,
                 for chunk in rows.chunks(CHUNK_ROWS):
                     _run_chunk(session, info, sql, columns, chunk, outcome, returning)
     except psycopg.Error as exc:
+        if (exc.sqlstate or "").startswith("42"):  # the statement itself is wrong (an unknown constraint …)
+            _raise_for_row(exc, None)
         index, own = _locate(session, info, plans)
         _raise_for_row(own or exc, index)
     return outcome
