@@ -86,6 +86,17 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "For a self-signed server certificate, give that certificate itself as the CA certificate.",
          "With a client certificate, check the private key belongs to it (and its pass phrase).",
          "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server.")),
+    "INVALID_CONNECTION": ErrorSpec(
+        "The connection settings are not valid.",
+        "A field of the connection, a part of its postgresql:// URL or a PG* environment variable "
+        "has a value that cannot be used, or the profile file cannot be read; nothing was sent to "
+        "the server.",
+        ("Correct the field named in the detail (\"url: port\" is the port written in the URL, "
+         "\"PGPORT\" the environment variable).",
+         "Write the URL as postgresql://user:password@host:5432/database and percent-encode special "
+         "characters of the user name and password (@ as %40, : as %3A, / as %2F, # as %23).",
+         "Write an IPv6 address in brackets: postgresql://user@[2001:db8::1]:5432/database.",
+         "A profile file must be readable UTF-8 text holding one YAML or JSON object of connection fields.")),
     "PERMISSION_DENIED": ErrorSpec(
         "Permission denied: the database user may not do this.",
         "The user lacks a privilege on the table, schema or function the statement uses.",
