@@ -51,3 +51,21 @@ def test_reason_of_a_multi_host_message() -> None:
     reason = libpq_reason(message)
     assert reason.startswith("Connection refused")
     assert "connection failed" not in reason
+
+
+@pytest.mark.parametrize("message", [
+    "expected authentication request from server, but received H",  # a web server, sslmode disable
+    "received invalid response to SSL negotiation: H",  # the same with sslmode prefer/require
+    "received invalid response to GSSAPI negotiation: J",
+    "received invalid authentication request",
+    "received invalid error message",
+    "authentication method 1765422316 not supported",  # a random 'R' message: PostgreSQL's are 0-12
+    # sslmode prefer: libpq tried SSL first (the peer's first byte happened to be S), then without.
+    "SSL error: unexpected eof while reading\n" + PREFIX + "expected authentication request from server, but received S",
+])
+def test_not_postgresql_answers(message) -> None:
+    # libpq's words prove the peer is not PostgreSQL: no probe (db.example.com is never contacted).
+    error = diagnose_connect_failure(PREFIX + message, "db.example.com", 5432, 1)
+    assert error.code == "NOT_POSTGRESQL"
+    assert error.payload["retryable"] is False
+    assert "connection failed" not in error.payload["detail"]

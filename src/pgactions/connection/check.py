@@ -5,6 +5,11 @@ DNS, TCP and TLS are checked by us (libpq does not say which of them failed, nor
 certificate); authentication and the database are libpq's own connection, with a fresh,
 unpooled connection.  The server answers both in one reply (it checks the database right after
 the password), so the two steps share that time and the error's code tells which one failed.
+
+A port that answers but not as PostgreSQL does fails with NOT_POSTGRESQL at the first step that
+speaks the protocol: ``tls`` (our SSLRequest got an answer no PostgreSQL server gives) or, with
+sslMode disable or allow, ``authentication`` (libpq's words, read in
+:mod:`pgactions.connection.diagnosis`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from pgactions.connection.diagnosis import not_postgresql_reason
 from pgactions.connection.profiles import ConnectionProfile, load_profile
 from pgactions.connection.tls_probe import probe_tls
 from pgactions.db.errormap import map_exception, scrub
@@ -167,7 +173,7 @@ def _network_steps(steps: _Steps, profile: ConnectionProfile) -> dict[str, Any] 
             # allow: libpq tries without SSL first, so our TLS look would describe another session.
             steps.skip("tls", f"sslMode is {profile.sslMode}")
             return None
-        tls: dict[str, Any] = steps.run("tls", lambda: probe_tls(sock, profile, connect), profile)
+        tls: dict[str, Any] = steps.run("tls", lambda: _probe_tls(sock, profile, connect), profile)
         if not tls["offered"]:
             steps.done[-1]["detail"] = "the server does not offer SSL"
         else:
@@ -176,6 +182,36 @@ def _network_steps(steps: _Steps, profile: ConnectionProfile) -> dict[str, Any] 
         return tls
     finally:
         sock.close()
+
+
+def _probe_tls(sock: socket.socket, profile: ConnectionProfile, connect: Callable[[], socket.socket]) -> dict[str, Any]:
+    """Our TLS look; when it finds no TLS, or the handshake breaks, first make sure the peer is
+    PostgreSQL at all: a web server's answer is not "the server does not offer SSL"."""
+    try:
+        tls: dict[str, Any] = probe_tls(sock, profile, connect)
+    except ActionError as exc:
+        if exc.code == "SSL_FAILED" and "certificate" not in exc.payload:
+            _fail_unless_postgresql(profile, connect)
+        raise
+    except ConnectionError:  # closed or reset while asking for TLS (a silent peer times out: not asked again)
+        _fail_unless_postgresql(profile, connect)
+        raise
+    if not tls["offered"]:
+        _fail_unless_postgresql(profile, connect)
+    return tls
+
+
+def _fail_unless_postgresql(profile: ConnectionProfile, connect: Callable[[], socket.socket]) -> None:
+    """Ask the peer PostgreSQL's first question on a fresh connection; NOT_POSTGRESQL if it answers
+    otherwise.  A peer that cannot be reached again or stays silent leaves the caller's verdict."""
+    try:
+        sock = connect()
+    except OSError:
+        return
+    with sock:
+        why = not_postgresql_reason(sock, profile.connectTimeout)
+    if why:
+        raise ActionError("NOT_POSTGRESQL", f"{profile.host}:{profile.port}: {why}")
 
 
 def _privileges(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A small LIFO pool of psycopg connections (one per connection profile).
+"""A small LIFO pool of psycopg connections (one per connection profile), fair to its waiters.
 
 Why not an existing pool: SQLAlchemy's QueuePool cost ~25 µs per checkout and return on our hot
 path — 15 % of a primary-key lookup; psycopg_pool opens connections in background workers, so a
@@ -8,6 +8,16 @@ out the most recently used connection first (its server process, prepared statem
 are warm, and surplus connections go idle and get closed), discards any connection that is not
 cleanly idle when it comes back, and checks (without a round trip) that an idle connection was
 not closed by the server before handing it out.
+
+Waiting is first come, first served.  When every connection is busy a caller joins a queue of
+waiters; a connection coming back goes straight to the oldest waiter, and a slot that frees up
+(a connection discarded, expired or failing to open) is handed to the oldest waiter, who then
+connects in its own thread.  Nothing is left on the table for whichever thread next wins the
+lock, so a caller waits for the callers ahead of it only — the pattern of psycopg_pool's
+``WaitingClient`` queue, with one lock for the pool and its waiters.  A waiter that times out
+leaves the queue; :meth:`ConnectionPool.close` fails every waiter with :class:`PoolTimeout`.
+
+Invariant (under the lock): while anyone waits there is no idle connection and no free slot.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +36,24 @@ __all__ = ["ConnectionPool", "PoolTimeout"]
 
 
 class PoolTimeout(Exception):
-    """Every connection of the pool stayed busy for the whole wait."""
+    """Every connection of the pool stayed busy for the whole wait (or the pool was closed)."""
+
+
+class _Waiter:
+    """One caller's place in the queue.  Its fields are only read or written under the pool's lock,
+    which its condition shares."""
+
+    __slots__ = ("ready", "conn", "slot", "error")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.ready = threading.Condition(lock)
+        self.conn: Any = None  # a connection handed over by put()
+        self.slot = False  # a free slot handed over: the waiter opens the connection itself
+        self.error: BaseException | None = None  # the pool closed
+
+    @property
+    def served(self) -> bool:
+        return self.conn is not None or self.slot or self.error is not None
 
 
 class ConnectionPool:
@@ -38,62 +66,86 @@ class ConnectionPool:
         self.max_lifetime = max_lifetime
         self._idle: list[tuple[Any, float]] = []  # (connection, returned at), most recent last
         self._born: dict[int, float] = {}  # id(connection) → opened at
-        self._size = 0  # open connections, idle or in use
+        self._size = 0  # open connections, idle or in use, and slots handed to a caller to open
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._waiting: deque[_Waiter] = deque()  # oldest first
 
     # -- checkout / return ---------------------------------------------------------------------
     def get(self) -> Any:
         expired: list[Any] = []
-        deadline: float | None = None
         try:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        raise PoolTimeout("the pool is closed")
-                    now = time.monotonic()
-                    while self._idle:
-                        conn, returned = self._idle.pop()
-                        if (now - returned > self.max_idle or now - self._born.get(id(conn), now) > self.max_lifetime
-                                or _closed_by_server(conn)):
-                            expired.append(conn)
-                            self._forget(conn)
-                            continue
+            with self._lock:
+                if self._closed:
+                    raise PoolTimeout("the pool is closed")
+                now = time.monotonic()
+                while self._idle:  # none while anyone waits (the invariant): no queue-jumping
+                    conn, returned = self._idle.pop()
+                    if (now - returned > self.max_idle or now - self._born.get(id(conn), now) > self.max_lifetime
+                            or _closed_by_server(conn)):
+                        expired.append(conn)
+                        self._born.pop(id(conn), None)
+                        self._size -= 1  # the slot is ours: nobody waits while a connection is idle
+                        continue
+                    return conn
+                if self._size < self.max_size:
+                    self._size += 1
+                else:
+                    conn = self._wait()
+                    if conn is not None:
                         return conn
-                    if self._size < self.max_size:
-                        self._size += 1
-                        break
-                    deadline = deadline or now + self.wait_timeout
-                    if now >= deadline or not self._cond.wait(deadline - now):
-                        raise PoolTimeout(f"all {self.max_size} connections stayed busy for {self.wait_timeout:g}s")
+                    # else a slot was handed to us, already counted in _size
         finally:
             for conn in expired:
                 _close_quietly(conn)
         return self._open()
 
+    def _wait(self) -> Any:
+        """Under the lock: queue up until a connection (returned) or a slot (None) is handed over."""
+        waiter = _Waiter(self._lock)
+        self._waiting.append(waiter)
+        deadline = time.monotonic() + self.wait_timeout
+        try:
+            while not waiter.served:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._waiting.remove(waiter)
+                    raise PoolTimeout(f"all {self.max_size} connections stayed busy for {self.wait_timeout:g}s")
+                waiter.ready.wait(remaining)
+        except BaseException:
+            if waiter.served:  # handed something at the last moment: pass it on, or we leak it
+                if waiter.conn is not None:
+                    self._hand_over(waiter.conn)
+                elif waiter.slot:
+                    self._release_slot()
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.conn
+
     def put(self, conn: Any, discard: bool = False) -> None:
         """Give a connection back; one that is closed, broken or mid-transaction is closed instead."""
         if discard or conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
             _close_quietly(conn)
-            with self._cond:
+            with self._lock:
                 self._forget(conn)
-                self._cond.notify()
             return
-        with self._cond:
+        with self._lock:
             if self._closed:
                 self._forget(conn)
                 closing = True
             else:
-                self._idle.append((conn, time.monotonic()))
+                self._hand_over(conn)
                 closing = False
-            self._cond.notify()
         if closing:
             _close_quietly(conn)
 
     def close_expired(self) -> int:
         """Close the idle connections past their idle time or lifetime; returns how many."""
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             keep: list[tuple[Any, float]] = []
             expired: list[tuple[Any, float]] = []
             for conn, returned in self._idle:
@@ -104,7 +156,6 @@ class ConnectionPool:
             self._idle = keep
             for conn, _ in expired:
                 self._forget(conn)
-            self._cond.notify_all()
         for conn, _ in expired:
             _close_quietly(conn)
         return len(expired)
@@ -113,14 +164,22 @@ class ConnectionPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
+
     def close(self) -> None:
-        """Close the idle connections now; connections in use are closed when they come back."""
-        with self._cond:
+        """Close the idle connections now and fail every waiter with :class:`PoolTimeout`;
+        connections in use are closed when they come back."""
+        with self._lock:
             self._closed = True
+            waiting, self._waiting = self._waiting, deque()
+            for waiter in waiting:
+                waiter.error = PoolTimeout("the pool was closed while waiting for a connection")
+                waiter.ready.notify()
             idle, self._idle = self._idle, []
             for conn, _ in idle:
                 self._forget(conn)
-            self._cond.notify_all()
         for conn, _ in idle:
             _close_quietly(conn)
 
@@ -130,21 +189,39 @@ class ConnectionPool:
 
     # -- helpers -------------------------------------------------------------------------------
     def _open(self) -> Any:
+        """Open a connection in the caller's thread, for a slot already counted in ``_size``."""
         try:
             conn = self._connect()
         except BaseException:
-            with self._cond:
-                self._size -= 1
-                self._cond.notify()
+            with self._lock:
+                self._release_slot()  # the next waiter tries for itself (and gets its own answer)
             raise
-        with self._cond:
+        with self._lock:
             self._born[id(conn)] = time.monotonic()
         return conn
 
+    def _hand_over(self, conn: Any) -> None:
+        """Under the lock: a usable connection goes to the oldest waiter, else to the idle list."""
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            waiter.conn = conn
+            waiter.ready.notify()
+        else:
+            self._idle.append((conn, time.monotonic()))
+
+    def _release_slot(self) -> None:
+        """Under the lock: a slot frees up; the oldest waiter gets it, else the pool shrinks."""
+        if self._waiting and not self._closed:
+            waiter = self._waiting.popleft()
+            waiter.slot = True
+            waiter.ready.notify()
+        else:
+            self._size -= 1
+
     def _forget(self, conn: Any) -> None:
-        """Under the lock: one connection fewer."""
+        """Under the lock: one connection fewer; its slot goes to the oldest waiter, if any."""
         self._born.pop(id(conn), None)
-        self._size -= 1
+        self._release_slot()
 
 
 def _closed_by_server(conn: Any) -> bool:

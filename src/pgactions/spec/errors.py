@@ -86,6 +86,16 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
          "For a self-signed server certificate, give that certificate itself as the CA certificate.",
          "With a client certificate, check the private key belongs to it (and its pass phrase).",
          "If the server does not support SSL, use SSL Mode \"prefer\" or enable SSL on the server.")),
+    "NOT_POSTGRESQL": ErrorSpec(
+        "Something answers on that port, but it is not PostgreSQL.",
+        "The host accepted the connection, but the program listening on that port does not speak "
+        "PostgreSQL's protocol: a web server, SSH, another database, or a proxy, load balancer or "
+        "tunnel that does not pass the connection on to PostgreSQL.",
+        ("Check the port: PostgreSQL listens on 5432 unless configured otherwise (PgBouncer often on 6432).",
+         "Check which service runs at that host and port, e.g. with the administrator or the hosting "
+         "provider's connection settings.",
+         "If a proxy, load balancer or tunnel sits in between, check it forwards plain TCP to the "
+         "PostgreSQL server (not HTTP) and that its PostgreSQL server is up.")),
     "INVALID_CONNECTION": ErrorSpec(
         "The connection settings are not valid.",
         "A field of the connection, a part of its postgresql:// URL or a PG* environment variable "
