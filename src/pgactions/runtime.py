@@ -147,8 +147,8 @@ class Runtime:
         except psycopg.errors.ActiveSqlTransaction:
             # VACUUM, CREATE INDEX CONCURRENTLY and the like refuse a transaction block: run alone,
             # in autocommit (they return no rows, so there is no output to hold back).
-            if manifest.read_only:
-                raise
+            if manifest.read_only or manifest.handler != "sql":
+                raise  # only a single user statement is run again; a transaction's steps never
             return perform(session, manifest, checked, context, finish=finish,  # type: ignore[no-any-return]
                            in_transaction=False)
 

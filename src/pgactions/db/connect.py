@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -52,12 +53,13 @@ WHERE t.typtype IN ('e', 'd') AND t.typarray <> 0
 class SessionState:
     """What we last set on one connection; None means unknown (re-apply before use)."""
 
-    __slots__ = ("read_only", "timeout_ms", "cursor", "pgbouncer")
+    __slots__ = ("read_only", "timeout_ms", "cursor", "pgbouncer", "reset_pending")
 
     def __init__(self, read_only: bool | None, timeout_ms: int | None, pgbouncer: bool = False) -> None:
         self.read_only = read_only
         self.timeout_ms = timeout_ms
         self.pgbouncer = pgbouncer
+        self.reset_pending = False  # a reset was sent; its answer is read before the next use
         # One RawCursor per connection, reused: a new cursor sets up its loaders again (~25 µs).
         self.cursor: Any = None
 
@@ -162,13 +164,22 @@ def session_settings(profile: ConnectionProfile) -> dict[str, str]:
 # DISCARD ALL would drop behind its back), then our own settings applied again.  Role and
 # session authorization are not settings RESET ALL touches: they are reset first.
 RESET_SQL = ("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; "
-             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; "
+             # Statements PREPAREd in SQL (from_sql), even from inside a function; psycopg's own
+             # are protocol-level (from_sql false) and stay.
+             "DO $reset$DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_prepared_statements WHERE from_sql "
+             "LOOP EXECUTE format('DEALLOCATE %I', n); END LOOP; END $reset$")
 
 
 def reset_sql(conn: psycopg.Connection[Any], profile: ConnectionProfile, app_name: str) -> bytes:
     """The reset as one text (one round trip); values quoted by psycopg."""
+    return _reset_sql(profile, app_name)
+
+
+@lru_cache(maxsize=256)
+def _reset_sql(profile: ConnectionProfile, app_name: str) -> bytes:
     settings = dict(session_settings(profile), application_name=app_name)
-    calls = ", ".join(f"set_config({psql.Literal(k).as_string(conn)}, {psql.Literal(v).as_string(conn)}, false)"
+    calls = ", ".join(f"set_config({psql.Literal(k).as_string(None)}, {psql.Literal(v).as_string(None)}, false)"
                       for k, v in settings.items())
     return f"{RESET_SQL}; SELECT {calls}".encode()
 

@@ -9,6 +9,7 @@ transaction that the pipeline commits only once the action's output is complete 
 
 from __future__ import annotations
 
+import select
 import sys
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import pq
+from psycopg.generators import fetch_many
 
 from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db import streaming
@@ -31,6 +33,7 @@ from pgactions.db.connect import (
 from pgactions.db.convert import to_json_bytes
 from pgactions.db.errormap import map_exception
 from pgactions.db.output import OutputBudget, Rows
+from pgactions.db.pool import closed_by_server
 from pgactions.db.watchdog import Watchdog
 from pgactions.limits import Limits
 from pgactions.render.sqltext import statement_info
@@ -69,22 +72,45 @@ class Session:
     def __enter__(self) -> Session:
         if self.cancel is not None and self.cancel.is_set():
             raise ActionError("CANCELLED", "the action was cancelled before it started")
-        self._pool, self.conn = self.pools.checkout(self.profile)
-        self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
+        for attempt in range(3):
+            self._pool, self.conn = self.pools.checkout(self.profile)
+            self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
+            if self._finish_reset() or attempt == 2:
+                return self
+            # The reset the previous action sent failed (the server went away …): another one.
+            self.watchdog.disarm(self._watch)
+            self._pool.put(self.conn, discard=True)
         return self
+
+    def _finish_reset(self) -> bool:
+        """Read the answer to the reset the previous action sent (usually here already, so no
+        wait): False when the connection cannot be used."""
+        state = SESSION_STATE.get(self.conn)
+        if state is None or not state.reset_pending:
+            return True
+        state.reset_pending = False
+        try:
+            results = self.conn.wait(fetch_many(self.conn.pgconn))
+        except (psycopg.Error, OSError):
+            return False
+        failed = any(r.status == pq.ExecStatus.FATAL_ERROR for r in results)
+        # Anything more to read now is the server's goodbye (a terminated backend …).
+        return not failed and self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE \
+            and not closed_by_server(self.conn)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.watchdog.disarm(self._watch)
         self._discard = self._discard or self.discard_after
+        pending = False
         try:
             if self._discard:
                 pass
             elif exc is not None or self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 self._after_failure()
             elif self.touched_session:
-                self._reset_session_state()
+                pending = self._send_reset()
         finally:
-            self._pool.put(self.conn, discard=self._discard)
+            self._pool.put(self.conn, discard=self._discard, pending=pending)
         if exc is None or not isinstance(exc, Exception):
             return
         if self._watch.cancelled:
@@ -113,6 +139,24 @@ class Session:
         self.forget_session_state()
         if self.touched_session:
             self._reset_session_state()
+
+    def _send_reset(self) -> bool:
+        """Send the reset without waiting for it: the server runs it while the host goes on, and
+        the next action on this connection reads its answer first (:meth:`_finish_reset`)."""
+        state = _state_of(self.conn)
+        if state.pgbouncer:
+            return False  # the pooler shares server sessions: there is no session of ours to reset
+        pgconn = self.conn.pgconn
+        try:
+            pgconn.send_query(reset_sql(self.conn, self.profile, self.app_name))
+            while pgconn.flush():
+                select.select([], [pgconn.socket], [], 1.0)
+        except (psycopg.Error, OSError):
+            self._discard = True
+            return False
+        state.reset_pending = True
+        state.read_only, state.timeout_ms = True, DEFAULT_TIMEOUT_MS
+        return True
 
     def _reset_session_state(self) -> None:
         """Whatever the user's SQL changed on the session goes, so the next action starts from the

@@ -35,6 +35,9 @@ def _validate(manifest: Manifest, inputs: Any) -> dict[str, Any]:
         problems = sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
         errors = [{"path": "/".join(map(str, e.instance_path)) or "(input)", "message": _message(e)}
                   for e in problems]
+        for error in errors:  # the commonest mistake, said plainly
+            if error["path"] == "query" and inputs.get("query") == "":
+                error["message"] = "the query is empty"
         summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
         raise ActionError("INVALID_INPUT", summary, extra={"errors": errors})
     filled = dict(inputs)
