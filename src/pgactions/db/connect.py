@@ -164,11 +164,10 @@ def session_settings(profile: ConnectionProfile) -> dict[str, str]:
 # DISCARD ALL would drop behind its back), then our own settings applied again.  Role and
 # session authorization are not settings RESET ALL touches: they are reset first.
 RESET_SQL = ("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; "
-             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; "
-             # Statements PREPAREd in SQL (from_sql), even from inside a function; psycopg's own
-             # are protocol-level (from_sql false) and stay.
-             "DO $reset$DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_prepared_statements WHERE from_sql "
-             "LOOP EXECUTE format('DEALLOCATE %I', n); END LOOP; END $reset$")
+             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+# Statements PREPAREd in SQL (from_sql), even from inside a function: counted in the reset's last
+# result, and a session holding any is closed (psycopg's own are protocol-level and stay).
+PREPARED_IN_SQL = "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"
 
 
 def reset_sql(conn: psycopg.Connection[Any], profile: ConnectionProfile, app_name: str) -> bytes:
@@ -181,7 +180,7 @@ def _reset_sql(profile: ConnectionProfile, app_name: str) -> bytes:
     settings = dict(session_settings(profile), application_name=app_name)
     calls = ", ".join(f"set_config({psql.Literal(k).as_string(None)}, {psql.Literal(v).as_string(None)}, false)"
                       for k, v in settings.items())
-    return f"{RESET_SQL}; SELECT {calls}".encode()
+    return f"{RESET_SQL}; SELECT {calls}; {PREPARED_IN_SQL}".encode()
 
 
 def search_path(schema: str) -> str:

@@ -94,6 +94,9 @@ class Session:
         except (psycopg.Error, OSError):
             return False
         failed = any(r.status == pq.ExecStatus.FATAL_ERROR for r in results)
+        last = results[-1] if results else None
+        if last is not None and last.status == pq.ExecStatus.TUPLES_OK and last.get_value(0, 0) != b"0":
+            return False  # a statement PREPAREd in SQL is still there: this session is not reused
         # Anything more to read now is the server's goodbye (a terminated backend …).
         return not failed and self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE \
             and not closed_by_server(self.conn)
@@ -165,10 +168,15 @@ class Session:
         if state.pgbouncer:
             return  # the pooler shares server sessions: there is no session of ours to reset
         try:
-            self.conn.execute(reset_sql(self.conn, self.profile, self.app_name))
+            cur = self.conn.execute(reset_sql(self.conn, self.profile, self.app_name))
+            while cur.nextset():
+                pass
+            prepared = cur.fetchone()
         except psycopg.Error:
             self._discard = True
             return
+        if prepared and prepared[0]:
+            self._discard = True
         state.read_only, state.timeout_ms = True, DEFAULT_TIMEOUT_MS
 
     # -- units: where commit or rollback is decided ---------------------------------------------
