@@ -27,9 +27,9 @@ def test_independent_mode_runs_every_item(runtime: Runtime, guide_db) -> None:
     items = _user_items("a@x.com", "john@example.com", "b@x.com")  # the second exists already
     out = runtime.run_batch("insert_row", guide_db.profile, items, "independent").data
     assert (out["mode"], out["ok"], out["succeeded"], out["failed"]) == ("independent", False, 2, 1)
-    assert [r["ok"] for r in out["results"]] == [True, False, True]
-    assert out["results"][1]["error"]["code"] == "UNIQUE_VIOLATION"
-    assert out["results"][2]["output"]["row"]["email"] == "b@x.com"
+    assert [r["ok"] for r in out["items"]] == [True, False, True]
+    assert out["items"][1]["error"]["code"] == "UNIQUE_VIOLATION"
+    assert out["items"][2]["output"]["row"]["email"] == "b@x.com"
     assert _emails(guide_db)[2:] == ["a@x.com", "b@x.com"]
 
 
@@ -42,7 +42,7 @@ def test_transaction_mode_is_all_or_nothing(runtime: Runtime, guide_db) -> None:
     assert error["detail"].startswith("item 2:")
     assert _emails(guide_db) == ["john@example.com", "mary@example.com"]  # a@ and b@ were rolled back
     out = runtime.run_batch("insert_row", guide_db.profile, _user_items("a@x.com", "b@x.com"), "transaction").data
-    ids = [r["output"]["insertedId"] for r in out["results"]]
+    ids = [r["output"]["insertedId"] for r in out["items"]]
     assert out["ok"] is True and [r[0] for r in guide_db.sql("SELECT id FROM users WHERE id > 2 ORDER BY id")] == ids
 
 
@@ -72,10 +72,10 @@ def test_single_mode_runs_one_prepared_query_for_sql_actions(runtime: Runtime, g
     items = [{"inputs": {"query": "UPDATE users SET status = $1 WHERE email = $2", "parameters": [s, e]}}
              for s, e in (("a", "john@example.com"), ("b", "mary@example.com"), ("c", "nobody@example.com"))]
     out = runtime.run_batch("update_rows", guide_db.profile, items, "single").data
-    assert [r["output"]["rowCount"] for r in out["results"]] == [1, 1, 0]
+    assert [r["output"]["rowCount"] for r in out["items"]] == [1, 1, 0]
     reads = [{"inputs": {"query": "SELECT name FROM users WHERE id = $1", "parameters": [i]}} for i in (2, 1)]
     out = runtime.run_batch("query_rows", guide_db.profile, reads, "single").data
-    assert [r["output"]["rows"] for r in out["results"]] == [[{"name": "Mary Major"}], [{"name": "John Doe"}]]
+    assert [r["output"]["rows"] for r in out["items"]] == [[{"name": "Mary Major"}], [{"name": "John Doe"}]]
     mixed = reads + [{"inputs": {"query": "SELECT 2"}}]
     with pytest.raises(ActionError) as info:
         runtime.run_batch("query_rows", guide_db.profile, mixed, "single")
@@ -137,7 +137,7 @@ def test_cli_items_and_batch_mode(guide_db, tmp_path) -> None:
 
     independent = cli("--batch-mode", "independent")
     assert independent.returncode == 1  # one item failed
-    assert [r["ok"] for r in json.loads(independent.stdout)["results"]] == [True, False]
+    assert [r["ok"] for r in json.loads(independent.stdout)["items"]] == [True, False]
     items.write_text(json.dumps(_user_items("cli2@x.com", "john@example.com")))
     failed = cli("--batch-mode", "transaction")
     assert failed.returncode == 1 and json.loads(failed.stdout)["error"]["itemIndex"] == 1

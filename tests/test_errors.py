@@ -241,7 +241,10 @@ def test_pgbouncer_mode_runs_statements_that_refuse_transactions(runtime: Runtim
 
 
 def test_a_transaction_a_script_leaves_open_is_not_committed(runtime: Runtime, guide_db) -> None:
-    """(In PgBouncer mode the script runs inside the action's own transaction, which commits.)"""
-    runtime.run("execute_query", guide_db.profile, {"query": "BEGIN; INSERT INTO logs (level) VALUES ('x')"})
-    assert guide_db.sql("SELECT count(*) FROM logs") == [(0,)]  # never committed: the connection was discarded
+    """Transaction control in a script is refused before anything runs (the runtime decides
+    where an action's transaction ends)."""
+    with pytest.raises(ActionError) as info:
+        runtime.run("execute_query", guide_db.profile, {"query": "BEGIN; INSERT INTO logs (level) VALUES ('x')"})
+    assert info.value.code == "INVALID_INPUT" and "BEGIN" in info.value.payload["detail"]
+    assert guide_db.sql("SELECT count(*) FROM logs") == [(0,)]
     assert runtime.run("query_rows", guide_db.profile, {"query": "SELECT count(*) AS n FROM logs"}).data["rows"] == [{"n": 0}]

@@ -1,4 +1,14 @@
-"""The runtime: manifest → inputs → templates → bound SQL → JSON, or one friendly error."""
+"""The runtime: manifest → inputs → templates → bound SQL → JSON, or one friendly error.
+
+:meth:`Runtime.run` opens the stages; :func:`perform` is the pipeline every action, transaction
+step and batch item goes through:
+
+    validate inputs → render templates once → handler builds and runs statements → guards
+    → serialize with the cap → commit (or roll back) → output
+
+Commit happens last, inside :meth:`Session.unit`, once the output is complete: an action that
+answers with an error has changed nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +16,29 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from typing import Any
 
 import orjson
+import psycopg
 
-from pgactions.batching import MODES, normalize_items, run_items
+from pgactions.batching import MODES, normalize_items, run_batch_mode
 from pgactions.connection.profiles import ConnectionProfile, load_profile
 from pgactions.db.connect import PoolCache
 from pgactions.db.errormap import scrub
-from pgactions.db.session import Limits, Session
+from pgactions.db.output import Output, serialize
+from pgactions.db.session import Session
 from pgactions.db.watchdog import Watchdog
-from pgactions.handlers.dispatch import run_handler
+from pgactions.handlers import HANDLERS, Call
+from pgactions.limits import Limits
+from pgactions.render.stage import render_inputs
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import get_manifest
+from pgactions.spec.manifests import Manifest, get_manifest
 from pgactions.spec.validation import validate_inputs
 
-__all__ = ["ActionResult", "Runtime"]
+__all__ = ["ActionResult", "Runtime", "perform"]
 
 log = logging.getLogger("pgactions")
 
@@ -39,6 +54,40 @@ class ActionResult:
     @cached_property
     def data(self) -> dict[str, Any]:
         return orjson.loads(self.json)
+
+
+def perform(session: Session, manifest: Manifest, checked: dict[str, Any], context: dict[str, Any], *,
+            finish: Callable[[Output], Any] | None = None, in_transaction: bool = True,
+            rendered: bool = False) -> Any:
+    """The pipeline of one action, its inputs validated, on an open session; returns its
+    :class:`Output` (or what *finish* makes of it while the unit is still open: the document).
+    *rendered*: the inputs are data already (a batch built them from rendered items)."""
+    if not rendered:
+        checked = render_inputs(checked, context, manifest.execution.get("templates", {}))
+    call = Call(session, manifest, checked, context, partial(_run_step, session))
+    limit, dry_run = checked.get("maxAffectedRows"), bool(checked.get("dryRun"))
+    unit = session.unit(manifest.read_only, rollback=dry_run, guarded=limit is not None) if in_transaction \
+        else session.outside_transaction()
+    with unit:
+        output = HANDLERS[manifest.handler](call)
+        _check_guards(output, limit)
+        if dry_run:
+            output.head["dryRun"] = True
+        return finish(output) if finish is not None else output
+
+
+def _check_guards(output: Output, limit: int | None) -> None:
+    """maxAffectedRows: more rows changed → MAX_AFFECTED_ROWS, and the unit rolls back."""
+    if limit is not None and output.row_count > limit:
+        raise ActionError("MAX_AFFECTED_ROWS", f"the action would change {output.row_count:,} rows; "
+                                               f"maxAffectedRows is {limit:,}",
+                          extra={"rowCount": output.row_count, "maxAffectedRows": limit})
+
+
+def _run_step(session: Session, action_id: str, inputs: Any, context: dict[str, Any], path: str) -> Output:
+    """A step of Run Transaction: a whole action inside the open transaction."""
+    manifest = get_manifest(action_id)
+    return perform(session, manifest, validate_inputs(manifest, inputs, path), context)
 
 
 class Runtime:
@@ -76,18 +125,32 @@ class Runtime:
             manifest, profile = get_manifest(action_id), load_profile(connection)
             secrets = profile.secrets()
             checked = validate_inputs(manifest, inputs)
-            timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout)
+            timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout,
+                                              manifest.default_timeout)
             flow_context = _flow_context(context)
             with self._session(profile, timeout, flow, step, cancel) as session:
-                output = self._capped(run_handler(session, manifest, checked, flow_context))
+                document = self._perform_alone(session, manifest, checked, flow_context)
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
-            elapsed = (time.perf_counter() - started) * 1000
-            log.info("action %s failed with %s after %.1f ms", action_id, exc.code, elapsed)
+            log.info("action %s failed with %s after %.1f ms", action_id, exc.code,
+                     (time.perf_counter() - started) * 1000)
             raise
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
-        return ActionResult(action_id, output, elapsed)
+        return ActionResult(action_id, document, elapsed)
+
+    def _perform_alone(self, session: Session, manifest: Manifest, checked: dict[str, Any],
+                       context: dict[str, Any]) -> bytes:
+        finish = partial(serialize, limit=self.limits.max_result_bytes)
+        try:
+            return perform(session, manifest, checked, context, finish=finish)  # type: ignore[no-any-return]
+        except psycopg.errors.ActiveSqlTransaction:
+            # VACUUM, CREATE INDEX CONCURRENTLY and the like refuse a transaction block: run alone,
+            # in autocommit (they return no rows, so there is no output to hold back).
+            if manifest.read_only or manifest.handler != "sql":
+                raise  # only a single user statement is run again; a transaction's steps never
+            return perform(session, manifest, checked, context, finish=finish,  # type: ignore[no-any-return]
+                           in_transaction=False)
 
     def run_batch(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
                   items: list[dict[str, Any]], mode: str = "independent", context: dict[str, Any] | None = None, *,
@@ -96,7 +159,7 @@ class Runtime:
         """Run one action over *items* (each ``{"inputs": {...}, "context"?: {...}}``; an item's
         context is laid over *context*).  *mode*: ``independent`` (each item on its own, a result
         per item, failures do not stop the rest), ``transaction`` (all or nothing; the error names
-        the item) or ``single`` (one statement for all items where the action allows).  In the
+        the item) or ``single`` (one statement for all items where the manifest allows).  In the
         last two the whole batch runs within one *timeout*.  See :mod:`pgactions.batching`."""
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
@@ -107,41 +170,28 @@ class Runtime:
             if mode not in MODES:
                 raise ActionError("INVALID_INPUT", f"batch mode {mode!r} is not one of {', '.join(MODES)}",
                                   extra={"field": "mode"})
+            finish = partial(serialize, limit=self.limits.max_result_bytes)
             if mode == "independent":
-                output = self._capped(self._run_independent(action_id, profile, entries, flow, step, cancel))
+                runner = partial(self._run_item, action_id, profile, flow=flow, step=step, cancel=cancel)
+                document = finish(run_batch_mode(mode, None, manifest, entries, perform, runner))
             else:
-                limit = self.limits.timeout_for(timeout, profile.statementTimeout)
+                limit = self.limits.timeout_for(timeout, profile.statementTimeout, manifest.default_timeout)
                 with self._session(profile, limit, flow, step, cancel) as session:
-                    output = self._capped(orjson.dumps(run_items(session, manifest, entries, mode)))
+                    document = run_batch_mode(mode, session, manifest, entries, perform, finish=finish)
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
             log.info("batch of %s (%s) failed with %s", action_id, mode, exc.code)
             raise
-        return ActionResult(action_id, output, (time.perf_counter() - started) * 1000)
+        return ActionResult(action_id, document, (time.perf_counter() - started) * 1000)
+
+    def _run_item(self, action_id: str, profile: ConnectionProfile, inputs: Any, context: dict[str, Any], *,
+                  flow: str | None, step: str | None, cancel: threading.Event | None) -> Any:
+        return self.run(action_id, profile, inputs, context, flow=flow, step=step, cancel=cancel).data
 
     def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
                  cancel: threading.Event | None) -> Session:
         app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
         return Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel)
-
-    def _capped(self, output: bytes) -> bytes:
-        if len(output) > self.limits.max_result_bytes:
-            raise ActionError("RESULT_TOO_LARGE", f"the output is {len(output):,} bytes, above the "
-                                                  f"limit of {self.limits.max_result_bytes:,}")
-        return output
-
-    def _run_independent(self, action_id: str, profile: ConnectionProfile, entries: list[Any],
-                         flow: str | None, step: str | None, cancel: threading.Event | None) -> bytes:
-        results: list[dict[str, Any]] = []
-        for index, (inputs, context) in enumerate(entries):
-            try:
-                out = self.run(action_id, profile, inputs, context, flow=flow, step=step, cancel=cancel)
-                results.append({"index": index, "ok": True, "output": out.data})
-            except ActionError as exc:
-                results.append({"index": index, "ok": False, "error": exc.payload})
-        failed = sum(not r["ok"] for r in results)
-        return orjson.dumps({"mode": "independent", "ok": failed == 0, "succeeded": len(results) - failed,
-                              "failed": failed, "results": results})
 
 
 def _tag(value: Any) -> str | None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg import sql as psql
 
 from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db.convert import register_loaders, register_user_arrays
@@ -29,11 +31,12 @@ from pgactions.db.errormap import map_exception
 from pgactions.db.pool import ConnectionPool
 from pgactions.render.templating import quote_identifier
 
-__all__ = ["PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "search_path"]
+__all__ = ["RESET_SQL", "PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "reset_sql", "search_path",
+           "session_settings"]
 
 # Settings every session of ours runs with (set once per connection, in one round trip).
 SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
-                    "extra_float_digits": "1"}
+                    "extra_float_digits": "1", "standard_conforming_strings": "on"}
 
 
 # Arrays of enums and domains have type ids of the database's own: without this they would come
@@ -50,12 +53,13 @@ WHERE t.typtype IN ('e', 'd') AND t.typarray <> 0
 class SessionState:
     """What we last set on one connection; None means unknown (re-apply before use)."""
 
-    __slots__ = ("read_only", "timeout_ms", "cursor", "pgbouncer")
+    __slots__ = ("read_only", "timeout_ms", "cursor", "pgbouncer", "reset_pending")
 
     def __init__(self, read_only: bool | None, timeout_ms: int | None, pgbouncer: bool = False) -> None:
         self.read_only = read_only
         self.timeout_ms = timeout_ms
         self.pgbouncer = pgbouncer
+        self.reset_pending = False  # a reset was sent; its answer is read before the next use
         # One RawCursor per connection, reused: a new cursor sets up its loaders again (~25 µs).
         self.cursor: Any = None
 
@@ -134,10 +138,7 @@ class PoolCache:
                 register_user_arrays(conn, conn.execute(_USER_ARRAY_TYPES_SQL).fetchall())
                 SESSION_STATE[conn] = SessionState(None, None, pgbouncer=True)
                 return conn
-            settings = dict(SESSION_SETTINGS, default_transaction_read_only="on",
-                            statement_timeout=str(DEFAULT_TIMEOUT_MS))
-            if profile.schema:
-                settings["search_path"] = search_path(profile.schema)
+            settings = session_settings(profile)
             calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
             with conn.pipeline():  # one round trip for both
                 conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
@@ -148,6 +149,38 @@ class PoolCache:
             raise
         SESSION_STATE[conn] = SessionState(True, DEFAULT_TIMEOUT_MS)
         return conn
+
+
+def session_settings(profile: ConnectionProfile) -> dict[str, str]:
+    """What every session of ours starts with (and returns to after a reset)."""
+    settings = dict(SESSION_SETTINGS, default_transaction_read_only="on", statement_timeout=str(DEFAULT_TIMEOUT_MS))
+    if profile.schema:
+        settings["search_path"] = search_path(profile.schema)
+    return settings
+
+
+# Everything an action's own SQL may leave behind on a session, undone (PgBouncer's
+# server_reset_query is DISCARD ALL; this keeps the prepared statements psycopg manages, which
+# DISCARD ALL would drop behind its back), then our own settings applied again.  Role and
+# session authorization are not settings RESET ALL touches: they are reset first.
+RESET_SQL = ("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; "
+             "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+# Statements PREPAREd in SQL (from_sql), even from inside a function: counted in the reset's last
+# result, and a session holding any is closed (psycopg's own are protocol-level and stay).
+PREPARED_IN_SQL = "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"
+
+
+def reset_sql(conn: psycopg.Connection[Any], profile: ConnectionProfile, app_name: str) -> bytes:
+    """The reset as one text (one round trip); values quoted by psycopg."""
+    return _reset_sql(profile, app_name)
+
+
+@lru_cache(maxsize=256)
+def _reset_sql(profile: ConnectionProfile, app_name: str) -> bytes:
+    settings = dict(session_settings(profile), application_name=app_name)
+    calls = ", ".join(f"set_config({psql.Literal(k).as_string(None)}, {psql.Literal(v).as_string(None)}, false)"
+                      for k, v in settings.items())
+    return f"{RESET_SQL}; SELECT {calls}; {PREPARED_IN_SQL}".encode()
 
 
 def search_path(schema: str) -> str:

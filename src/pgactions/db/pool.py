@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-__all__ = ["ConnectionPool", "PoolTimeout"]
+__all__ = ["closed_by_server", "ConnectionPool", "PoolTimeout"]
 
 
 class PoolTimeout(Exception):
@@ -70,6 +70,7 @@ class ConnectionPool:
         self._closed = False
         self._lock = threading.Lock()
         self._waiting: deque[_Waiter] = deque()  # oldest first
+        self._pending: set[int] = set()  # idle connections whose reset answer is still to be read
 
     # -- checkout / return ---------------------------------------------------------------------
     def get(self) -> Any:
@@ -81,8 +82,11 @@ class ConnectionPool:
                 now = time.monotonic()
                 while self._idle:  # none while anyone waits (the invariant): no queue-jumping
                     conn, returned = self._idle.pop()
+                    # A pending reset's answer makes the socket readable: that is not a goodbye.
+                    pending = id(conn) in self._pending
+                    self._pending.discard(id(conn))
                     if (now - returned > self.max_idle or now - self._born.get(id(conn), now) > self.max_lifetime
-                            or _closed_by_server(conn)):
+                            or (not pending and closed_by_server(conn))):
                         expired.append(conn)
                         self._born.pop(id(conn), None)
                         self._size -= 1  # the slot is ours: nobody waits while a connection is idle
@@ -125,9 +129,13 @@ class ConnectionPool:
             raise waiter.error
         return waiter.conn
 
-    def put(self, conn: Any, discard: bool = False) -> None:
-        """Give a connection back; one that is closed, broken or mid-transaction is closed instead."""
-        if discard or conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    def put(self, conn: Any, discard: bool = False, pending: bool = False) -> None:
+        """Give a connection back; one that is closed, broken or mid-transaction is closed instead.
+
+        *pending*: a reset was sent on it and its answer not read yet (the next user reads it
+        first, see ``Session``); it is then busy, not mid-transaction."""
+        busy = conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+        if discard or conn.closed or conn.broken or (busy and not pending):
             _close_quietly(conn)
             with self._lock:
                 self._forget(conn)
@@ -137,6 +145,8 @@ class ConnectionPool:
                 self._forget(conn)
                 closing = True
             else:
+                if pending:
+                    self._pending.add(id(conn))
                 self._hand_over(conn)
                 closing = False
         if closing:
@@ -224,7 +234,7 @@ class ConnectionPool:
         self._release_slot()
 
 
-def _closed_by_server(conn: Any) -> bool:
+def closed_by_server(conn: Any) -> bool:
     """Whether an idle connection was closed from the other end (server restart, terminated
     backend, idle timeout), found without a round trip.
 

@@ -1,79 +1,57 @@
-"""One action on one pooled connection: session settings, streaming with a size cap, clean-up.
+"""One action on one pooled connection: units (commit or rollback), settings, capped streaming.
 
-Round trips are counted: a warm ``query_rows`` is one round trip (the statement itself).  Each
-action is a single statement run in autocommit mode, which PostgreSQL makes atomic on its own;
-read-only actions rely on the session's ``default_transaction_read_only`` being on, write
-actions switch it off first (one extra round trip only when the previous action was of the other
-kind).
+Round trips are counted: a warm ``query_rows`` is one round trip (the statement itself).  A read
+that runs alone is one statement in autocommit mode on a session whose
+``default_transaction_read_only`` is on, so the server refuses any write; a write runs in a
+transaction that the pipeline commits only once the action's output is complete (see
+:meth:`Session.unit`).
 """
 
 from __future__ import annotations
 
+import select
 import sys
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
 from psycopg import pq
+from psycopg.generators import fetch_many
 
 from pgactions.connection.profiles import ConnectionProfile
-from pgactions.db import streaming as prepared_stream
-from pgactions.db.connect import SESSION_SETTINGS, SESSION_STATE, PoolCache, SessionState, search_path
+from pgactions.db import streaming
+from pgactions.db.connect import (
+    DEFAULT_TIMEOUT_MS,
+    SESSION_SETTINGS,
+    SESSION_STATE,
+    PoolCache,
+    SessionState,
+    reset_sql,
+    search_path,
+)
 from pgactions.db.convert import to_json_bytes
 from pgactions.db.errormap import map_exception
+from pgactions.db.output import OutputBudget, Rows
+from pgactions.db.pool import closed_by_server
 from pgactions.db.watchdog import Watchdog
+from pgactions.limits import Limits
 from pgactions.render.sqltext import statement_info
 from pgactions.spec.errors import ActionError
 
-__all__ = ["Limits", "RowsJSON", "Session"]
+__all__ = ["ENVELOPE_BYTES", "STREAM_CHUNK_ROWS", "Session"]
 
 STREAM_CHUNK_ROWS = 500
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Host-configurable limits.  An input's ``timeout`` may not exceed ``max_timeout``."""
-
-    default_timeout: float = 60.0
-    max_timeout: float = 60.0
-    max_result_bytes: int = 10 * 1024 * 1024
-    numeric_as_number: bool = False
-
-    def timeout_for(self, requested: float | None, profile_default: float | None = None) -> float:
-        """The action's own timeout input, else the connection's statementTimeout, else the default."""
-        if requested is None and profile_default is not None:
-            if profile_default > self.max_timeout:
-                raise ActionError("INVALID_INPUT", f"the connection's statementTimeout {profile_default:g}s is "
-                                                   f"above the maximum of {self.max_timeout:g}s",
-                                  extra={"field": "connection.statementTimeout"})
-            return float(profile_default)
-        if requested is None:
-            return min(self.default_timeout, self.max_timeout)
-        if requested > self.max_timeout:
-            raise ActionError("INVALID_INPUT", f"timeout {requested:g}s is above the maximum of "
-                                               f"{self.max_timeout:g}s", extra={"field": "timeout"})
-        return float(requested)
-
-
-@dataclass
-class RowsJSON:
-    """Rows already serialized: ``body`` is the inside of a JSON array."""
-
-    body: bytes
-    count: int
-    columns: list[str]
-    returned_rows: bool = True  # False for a statement without a result set (UPDATE w/o RETURNING)
-    command_rows: int = 0  # rows a statement without a result set changed
-
-    @property
-    def row_count(self) -> int:
-        return self.count if self.returned_rows else self.command_rows
+ENVELOPE_BYTES = 256  # room kept under the cap for the output's own fields ({"rowCount": …})
 
 
 class Session:
-    """Context manager: checks a connection out, arms the watchdog, maps every failure once."""
+    """One action (or one batch) on one pooled connection.
+
+    A context manager: checks a connection out, arms the watchdog, and on the way out is the one
+    place where driver failures become friendly errors (:func:`map_errors`).  Inside, every action
+    or step runs in a :meth:`unit`, which decides commit or rollback once its output is complete.
+    """
 
     def __init__(self, pools: PoolCache, watchdog: Watchdog, profile: ConnectionProfile,
                  timeout: float, limits: Limits, app_name: str | None = None, cancel: Any = None) -> None:
@@ -82,56 +60,71 @@ class Session:
         self.app_name = app_name or profile.applicationName
         self._app_name_bytes = self.app_name.encode()
         self.cancel = cancel  # a threading.Event the host sets to stop the action
-        self.parameters_given: int | None = None
+        self.budget = OutputBudget(limits.max_result_bytes - ENVELOPE_BYTES)
+        self.touched_session = False  # user SQL ran: it may have changed session state
+        self.discard_after = False  # the session holds what no reset undoes (PREPARE): close it after
         self._pool: Any = None
         self._watch: Any = None
         self._discard = False
-        self._began = False  # PgBouncer mode: prepare() opened this action's transaction
+        self._depth = 0  # open units: 0 outside any, 1 for the action's own transaction
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Session:
         if self.cancel is not None and self.cancel.is_set():
             raise ActionError("CANCELLED", "the action was cancelled before it started")
-        self._pool, self.conn = self.pools.checkout(self.profile)
-        self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
+        for attempt in range(3):
+            self._pool, self.conn = self.pools.checkout(self.profile)
+            self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
+            if self._finish_reset() or attempt == 2:
+                return self
+            # The reset the previous action sent failed (the server went away …): another one.
+            self.watchdog.disarm(self._watch)
+            self._pool.put(self.conn, discard=True)
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        own_failure = None  # a failure of the COMMIT below, which nobody else will raise
-        if exc is None:
-            exc = own_failure = self._commit_open_transaction()
-        self.watchdog.disarm(self._watch)
+    def _finish_reset(self) -> bool:
+        """Read the answer to the reset the previous action sent (usually here already, so no
+        wait): False when the connection cannot be used."""
+        state = SESSION_STATE.get(self.conn)
+        if state is None or not state.reset_pending:
+            return True
+        state.reset_pending = False
         try:
-            if exc is not None:
+            results = self.conn.wait(fetch_many(self.conn.pgconn))
+        except (psycopg.Error, OSError):
+            return False
+        failed = any(r.status == pq.ExecStatus.FATAL_ERROR for r in results)
+        last = results[-1] if results else None
+        if last is not None and last.status == pq.ExecStatus.TUPLES_OK and last.get_value(0, 0) != b"0":
+            return False  # a statement PREPAREd in SQL is still there: this session is not reused
+        # Anything more to read now is the server's goodbye (a terminated backend …).
+        return not failed and self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE \
+            and not closed_by_server(self.conn)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.watchdog.disarm(self._watch)
+        self._discard = self._discard or self.discard_after
+        pending = False
+        try:
+            if self._discard:
+                pass
+            elif exc is not None or self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 self._after_failure()
+            elif self.touched_session:
+                pending = self._send_reset()
         finally:
-            self._pool.put(self.conn, discard=self._discard)
-        if exc is None:
+            self._pool.put(self.conn, discard=self._discard, pending=pending)
+        if exc is None or not isinstance(exc, Exception):
             return
         if self._watch.cancelled:
             raise ActionError("CANCELLED", "the action was cancelled while it ran; its changes were "
                                            "rolled back") from None
-        if isinstance(exc, Exception) and not isinstance(exc, ActionError):
-            raise map_exception(exc, connecting=False, timed_out=self._watch.fired,
-                                given_parameters=self.parameters_given) from None
-        if own_failure is not None:
-            raise own_failure
+        raise map_exception(exc, connecting=False, timed_out=self._watch.fired) from None
 
     @property
     def timed_out(self) -> bool:
         """Whether the watchdog stepped in (the deadline passed): the failure is a timeout."""
         return bool(self._watch is not None and self._watch.fired)
-
-    def _commit_open_transaction(self) -> BaseException | None:
-        """PgBouncer mode runs each action in a transaction of its own: commit it.  A transaction a
-        user's script left open (BEGIN without COMMIT) is not ours to commit: the pool discards it."""
-        if not self._began or self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
-            return None
-        try:
-            self.conn.execute("COMMIT")
-        except BaseException as exc:  # a deferred constraint, a lost connection …
-            return exc
-        return None
 
     def _after_failure(self) -> None:
         conn = self.conn
@@ -142,35 +135,146 @@ class Session:
             return
         if status != pq.TransactionStatus.IDLE:
             try:
-                conn.rollback()
+                conn.execute("ROLLBACK")
             except psycopg.Error:
                 self._discard = True
                 return
         self.forget_session_state()
+        if self.touched_session:
+            self._reset_session_state()
+
+    def _send_reset(self) -> bool:
+        """Send the reset without waiting for it: the server runs it while the host goes on, and
+        the next action on this connection reads its answer first (:meth:`_finish_reset`)."""
+        state = _state_of(self.conn)
+        if state.pgbouncer:
+            return False  # the pooler shares server sessions: there is no session of ours to reset
+        pgconn = self.conn.pgconn
+        try:
+            pgconn.send_query(reset_sql(self.conn, self.profile, self.app_name))
+            while pgconn.flush():
+                select.select([], [pgconn.socket], [], 1.0)
+        except (psycopg.Error, OSError):
+            self._discard = True
+            return False
+        state.reset_pending = True
+        state.read_only, state.timeout_ms = True, DEFAULT_TIMEOUT_MS
+        return True
+
+    def _reset_session_state(self) -> None:
+        """Whatever the user's SQL changed on the session goes, so the next action starts from the
+        profile's own state (see :data:`pgactions.db.connect.RESET_SQL`)."""
+        state = _state_of(self.conn)
+        if state.pgbouncer:
+            return  # the pooler shares server sessions: there is no session of ours to reset
+        try:
+            cur = self.conn.execute(reset_sql(self.conn, self.profile, self.app_name))
+            while cur.nextset():
+                pass
+            prepared = cur.fetchone()
+        except psycopg.Error:
+            self._discard = True
+            return
+        if prepared and prepared[0]:
+            self._discard = True
+        state.read_only, state.timeout_ms = True, DEFAULT_TIMEOUT_MS
+
+    # -- units: where commit or rollback is decided ---------------------------------------------
+    @contextmanager
+    def unit(self, read_only: bool, rollback: bool = False, guarded: bool = False) -> Iterator[None]:
+        """The scope of one action or step.  Its changes are kept only when the block ends without
+        an error (the output is complete by then) and *rollback* (a dry run) is off.
+
+        Alone, a read runs in autocommit with the session read-only (one round trip; the server
+        refuses any write); a write runs in a transaction of its own.  Inside a transaction
+        (Run Transaction, a batch), a read runs in a savepoint made read-only with ``SET LOCAL
+        transaction_read_only`` and rolled back after it, and a dry run or guarded write
+        (*guarded*: maxAffectedRows) in a savepoint of its own.
+        """
+        idle = self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        if self._depth == 0 and idle:
+            yield from self._outermost(read_only, rollback)
+        elif idle:
+            yield  # inside a read that runs alone (a batch of reads): the session is read-only
+        elif read_only or rollback or guarded:
+            yield from self._savepoint(read_only, rollback or read_only)
+        else:
+            yield
+
+    def _outermost(self, read_only: bool, rollback: bool) -> Iterator[None]:
+        state = _state_of(self.conn)
+        if read_only and not state.pgbouncer:
+            self._apply_settings(read_only=True)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin(read_only)
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            self._end("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self.conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+            # A statement ended our transaction (COMMIT in a script): what it did cannot be undone
+            # any more, so say so rather than answer as if all went to plan.
+            raise ActionError("INVALID_INPUT", "a statement of the action ended its transaction (COMMIT, "
+                                               "ROLLBACK …); transaction control is not allowed in actions",
+                              extra={"field": "query"})
+        self._end("ROLLBACK" if rollback else "COMMIT")
+
+    def _savepoint(self, read_only: bool, rollback: bool) -> Iterator[None]:
+        name = f"pgactions_{self._depth}"
+        self.conn.execute(f"SAVEPOINT {name}; SET LOCAL transaction_read_only = on" if read_only
+                          else f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+                self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+            raise
+        self._depth -= 1
+        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}" if rollback
+                          else f"RELEASE SAVEPOINT {name}")
+
+    def _end(self, verb: str) -> None:
+        if self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            return
+        self.conn.execute(verb)
+        if verb == "ROLLBACK":
+            self.forget_session_state()  # settings made inside the transaction were undone too
+
+    @contextmanager
+    def outside_transaction(self) -> Iterator[None]:
+        """For a statement that refuses a transaction block (VACUUM, CREATE INDEX CONCURRENTLY):
+        run in autocommit, as a write."""
+        self._apply_settings(read_only=False)
+        yield
 
     # -- session settings --------------------------------------------------------------------
-    @contextmanager
-    def transaction(self, force_rollback: bool = False, read_only: bool = False) -> Iterator[Any]:
-        """A transaction (a savepoint when one is open already): committed when the block ends,
-        rolled back when it raises or with *force_rollback* (a dry run)."""
-        if self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
-            # Settings first: set_config inside a transaction would be undone by its rollback.
-            self.prepare(read_only=read_only)
-        with self.conn.transaction(force_rollback=force_rollback) as tx:
-            yield tx
-
-    def prepare(self, read_only: bool) -> None:
-        """Make the session read-only (or not) with this action's statement timeout.
-
-        Inside a transaction already open (a batch, run_transaction, a dry run) nothing changes:
-        whoever opened it prepared the session first."""
+    def _begin(self, read_only: bool) -> None:
         state = _state_of(self.conn)
-        if self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-            return
         timeout_ms = max(1, int(self.timeout * 1000))
         if state.pgbouncer:
             self._begin_pooled_transaction(read_only, timeout_ms)
             return
+        self._apply_settings(read_only=False)
+        self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+
+    def _apply_settings(self, read_only: bool) -> None:
+        """The session read-only (or not), this action's statement timeout and application name;
+        sent only when they differ from what the connection has (usually nothing is sent)."""
+        state = _state_of(self.conn)
+        if state.pgbouncer:
+            return
+        timeout_ms = max(1, int(self.timeout * 1000))
         settings: list[str] = []
         if _session_read_only(self.conn, state) is not read_only:
             settings += ["default_transaction_read_only", "on" if read_only else "off"]
@@ -192,16 +296,6 @@ class Session:
         with self.conn.pipeline():
             self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN READ WRITE")
             self.conn.execute(f"SELECT {calls}", [v for item in settings.items() for v in item])
-        self._began = True
-
-    def leave_transaction(self) -> bool:
-        """PgBouncer mode, after a statement refused to run in a transaction block (VACUUM, CREATE
-        INDEX CONCURRENTLY …): roll back so it can run on its own.  False when not applicable."""
-        if not _state_of(self.conn).pgbouncer or self.conn.pgconn.transaction_status != pq.TransactionStatus.INERROR:
-            return False
-        self.conn.execute("ROLLBACK")
-        self._began = False
-        return True
 
     def forget_session_state(self) -> None:
         state = SESSION_STATE.get(self.conn)
@@ -216,72 +310,64 @@ class Session:
             state.cursor = psycopg.RawCursor(self.conn)
         return state.cursor
 
-    def run_statement(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
-        """Run one statement; serialize its rows (if any) while reading; stop at *budget* bytes.
+    def run_statement(self, cur: psycopg.Cursor[Any], sql: str, params: Any) -> Rows:
+        """Run one statement; serialize its rows (if any) while reading, within the output budget.
 
-        Rows arrive in chunks, so memory holds at most the serialized output (≤ budget) plus one
-        chunk; stopping early cancels the rest of the query.  The extended protocol is used, so
+        Rows arrive in chunks, so memory holds at most the serialized output (≤ the cap) plus one
+        chunk; passing the cap cancels the rest of the query.  The extended protocol is used, so
         the text must be a single statement.
         """
         # Interned, so equal SQL is the same object: psycopg then keeps the cursor's loaders.
         sql = sys.intern(sql)
-        if not prepared_stream.SUPPORTED:
-            return self._run_with_public_api(cur, sql, params, budget)
-        results = prepared_stream.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
+        if not streaming.SUPPORTED:
+            return self._run_with_public_api(cur, sql, params)
+        results = streaming.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
         try:
-            rows = self._serialize(cur, (cur._tx.load_rows(0, r.ntuples, cur._make_row) for r in results), budget)
+            rows = self._serialize(cur, (cur._tx.load_rows(0, r.ntuples, cur._make_row) for r in results))
         finally:
             results.close()
         final = cur.pgresult
         if final is not None and final.status == pq.ExecStatus.COMMAND_OK:
-            return RowsJSON(b"", 0, [], returned_rows=False, command_rows=final.command_tuples or 0)
+            return Rows(returned_rows=False, command_rows=final.command_tuples or 0)
         return rows
 
-    def _run_with_public_api(self, cur: psycopg.Cursor[Any], sql: str, params: Any, budget: int) -> RowsJSON:
+    def _run_with_public_api(self, cur: psycopg.Cursor[Any], sql: str, params: Any) -> Rows:
         """The same with psycopg's public API only (no prepared statements while streaming)."""
         if statement_info(sql).returns_rows:
             stream = cast(Generator[Any, None, None], cur.stream(sql, params, size=STREAM_CHUNK_ROWS))
             try:
-                return self._serialize(cur, _batched(stream), budget)
+                return self._serialize(cur, _batched(stream))
             finally:
                 stream.close()
         # Prepared (a single statement, as above) unless the connection must not prepare (PgBouncer).
         cur.execute(sql, params, prepare=None if self.conn.prepare_threshold is None else True)
-        return self.read_rows(cur, budget)
+        return self.read_rows(cur)
 
-    def read_rows(self, cur: psycopg.Cursor[Any], budget: int) -> RowsJSON:
-        """Serialize the rows of a statement already executed."""
+    def read_rows(self, cur: psycopg.Cursor[Any]) -> Rows:
+        """Serialize the rows of a statement already executed, within the output budget."""
         if not cur.pgresult or cur.pgresult.status != pq.ExecStatus.TUPLES_OK:
-            return RowsJSON(b"", 0, [], returned_rows=False, command_rows=max(cur.rowcount, 0))
-        return self._serialize(cur, iter(lambda: cur.fetchmany(STREAM_CHUNK_ROWS), []), budget)
+            return Rows(returned_rows=False, command_rows=max(cur.rowcount, 0))
+        return self._serialize(cur, iter(lambda: cur.fetchmany(STREAM_CHUNK_ROWS), []))
 
-    def _serialize(self, cur: psycopg.Cursor[Any], batches: Iterator[list[Any]], budget: int) -> RowsJSON:
-        chunks: list[bytes] = []
-        size = 0
-        count = 0
+    def query(self, sql: Any, params: Any = None) -> list[dict[str, Any]]:
+        """A small query of our own (the catalog, a routine's shape): its rows as dicts, read
+        through the output budget so even a huge catalog cannot exceed the cap."""
+        cur = self.conn.cursor()
+        cur.execute(sql, params)
+        return self.read_rows(cur).parsed()
+
+    def _serialize(self, cur: psycopg.Cursor[Any], batches: Iterator[list[Any]]) -> Rows:
+        rows = Rows()
         names: list[str] | None = None
+        budget = self.budget
         for batch in batches:
             if not batch:
                 continue
             if names is None:
                 names = _column_names(cur.pgresult)
-            size = self._flush([dict(zip(names, row)) for row in batch], chunks, size, budget)
-            count += len(batch)
-        if names is None:
-            names = _column_names(cur.pgresult)
-        return RowsJSON(b",".join(chunks), count, names)
-
-    def _flush(self, batch: list[dict[str, Any]], chunks: list[bytes], size: int, budget: int) -> int:
-        encoded = to_json_bytes(batch)[1:-1]
-        size += len(encoded) + 1
-        if size > budget:
-            raise ActionError(
-                "RESULT_TOO_LARGE",
-                f"the rows exceed the output limit of {self.limits.max_result_bytes:,} bytes; "
-                f"reading stopped after about {sum(len(c) for c in chunks):,} bytes",
-                extra={"limitBytes": self.limits.max_result_bytes})
-        chunks.append(encoded)
-        return size
+            rows.append_batch(to_json_bytes([dict(zip(names, row)) for row in batch]), len(batch), budget)
+        rows.columns = names if names is not None else _column_names(cur.pgresult)
+        return rows
 
 
 def _state_of(conn: psycopg.Connection[Any]) -> SessionState:

@@ -1,9 +1,13 @@
-"""The registry from a manifest's ``execution.handler`` to the small function that runs it."""
+"""The registry: a manifest's ``execution.handler`` → the small function that runs it.
+
+The manifest meta-schema (schemas/action.schema.json) lists the same names, with the options
+each handler takes, so a manifest naming an unknown handler fails when manifests load; a test
+keeps the two lists equal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from pgactions.handlers.base import Call, Handler
 from pgactions.handlers.bulk import run_insert_rows, run_upsert_rows
 from pgactions.handlers.catalog import run_get_table_metadata, run_list_schemas, run_list_tables
 from pgactions.handlers.functions import (
@@ -18,12 +22,8 @@ from pgactions.handlers.sql import run_sql
 from pgactions.handlers.structured import run_delete_rows, run_update_rows
 from pgactions.handlers.table_write import run_insert, run_upsert
 from pgactions.handlers.transaction import run_transaction
-from pgactions.spec.errors import ActionError
 
-__all__ = ["HANDLERS", "get_handler"]
-
-# handler(session, manifest, inputs, context) -> JSON bytes of the output object
-Handler = Callable[..., bytes]
+__all__ = ["HANDLERS", "Call", "Handler"]
 
 HANDLERS: dict[str, Handler] = {
     "sql": run_sql,
@@ -45,11 +45,3 @@ HANDLERS: dict[str, Handler] = {
     "delete_function": run_delete_function,
     "call_function": run_call_function,
 }
-
-
-def get_handler(name: str) -> Handler:
-    try:
-        return HANDLERS[name]
-    except KeyError:
-        raise ActionError("UNKNOWN_ACTION", f"no handler {name!r}; known handlers: "
-                                            f"{', '.join(sorted(HANDLERS))}") from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import psycopg
@@ -28,13 +28,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from pgactions.db.convert import to_json_bytes
-from pgactions.db.errormap import map_exception
+from pgactions.db.errormap import error_context
+from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
-from pgactions.handlers.table_write import _DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
-from pgactions.render.templating import quote_identifier, render_value
+from pgactions.handlers.base import Call
+from pgactions.handlers.table_write import DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
+from pgactions.render.templating import quote_identifier
 from pgactions.render.values import bytea_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_insert_rows", "run_upsert_rows"]
 
@@ -76,14 +77,14 @@ class Group:
 Groups = dict[tuple[str, ...], Group]  # the columns given (in the table's order) → their rows
 
 
-def run_insert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)
+def run_insert_rows(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    groups = _groups(info, _rendered(inputs["rows"], context))
+    groups = _groups(info, inputs["rows"])
     mode = inputs.get("onConflict", "error")
     returning = inputs.get("returning", False)
     if mode == "error" and not returning:
-        return to_json_bytes({"rowCount": _copy(session, info, groups)})
+        return Output({"rowCount": _copy(session, info, groups)})
     target: tuple[Any, Any] = (None, None)
     update: list[str] | None = None  # None: no ON CONFLICT clause at all
     if mode != "error":
@@ -94,38 +95,22 @@ def run_insert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any]
         out["skipped"] = outcome.total - outcome.inserted
     if mode == "update":
         out.update(inserted=outcome.inserted, updated=outcome.updated)
-    if returning:
-        out["rows"] = outcome.rows
-    return to_json_bytes(out)
+    return Output(out, outcome.rows if returning else None)
 
 
-def run_upsert_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)
+def run_upsert_rows(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    groups = _groups(info, _rendered(inputs["rows"], context))
+    groups = _groups(info, inputs["rows"])
     do_nothing = inputs.get("onConflict", "update") == "skip"
     target, update = _conflict_plan(session, info, inputs, groups, update=not do_nothing)
     outcome = _insert_select(session, info, groups, target, update, inputs.get("returning", False))
     out: dict[str, Any] = {"rowCount": outcome.inserted + outcome.updated, "inserted": outcome.inserted,
                            "updated": outcome.updated, "skipped": outcome.total - outcome.inserted - outcome.updated}
-    if inputs.get("returning", False):
-        out["rows"] = outcome.rows
-    return to_json_bytes(out)
+    return Output(out, outcome.rows if inputs.get("returning", False) else None)
 
 
 # -- rows --------------------------------------------------------------------------------------
-
-
-def _rendered(rows: list[Any], context: dict[str, Any]) -> list[Any]:
-    """Rows with their templates rendered.  Thousands of rows from a spreadsheet seldom hold a
-    template: one look at their JSON text saves walking every value."""
-    try:
-        text = orjson.dumps(rows, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        return list(render_value(rows, context))
-    if b"{{" not in text and b"{%" not in text:
-        return rows
-    return list(render_value(rows, context))
 
 
 def _groups(info: TableInfo, rows: list[Any]) -> Groups:
@@ -160,38 +145,38 @@ def _groups(info: TableInfo, rows: list[Any]) -> Groups:
 def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
     conn = session.conn
     total = 0
-    with session.transaction():
-        for columns, rows in groups.items():
-            json_columns = [i for i, c in enumerate(columns) if info.columns[c] in ("json", "jsonb")]
-            bytea_columns = [i for i, c in enumerate(columns) if info.columns[c] == "bytea"]
-            json_arrays = [i for i, c in enumerate(columns) if info.columns[c] in ("_json", "_jsonb")]
-            names = ", ".join(quote_identifier(c) for c in columns)
-            with conn.cursor() as cur:
-                try:
-                    with cur.copy(f"COPY {info.qualified} ({names}) FROM STDIN") as copy:
-                        values_of = _values_getter(columns)
-                        for position, row in enumerate(rows.rows):
-                            values = values_of(row)
-                            if json_columns or bytea_columns or json_arrays:
-                                values = list(values)
-                                for i in json_columns:
-                                    value = values[i]
-                                    if value is not None and type(value) is not str:  # text is JSON already
-                                        values[i] = orjson.dumps(value).decode()
-                                for i in bytea_columns:
-                                    values[i] = bytea_value(values[i], columns[i])
-                                for i in json_arrays:  # each element a JSON value
-                                    if isinstance(values[i], list):
-                                        values[i] = [None if v is None else orjson.dumps(v).decode() for v in values[i]]
-                            try:
-                                copy.write_row(values)
-                            except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
-                                index = rows.indices[position]
-                                raise ActionError("INVALID_VALUE", f"row {index}: {exc}",
-                                                  extra={"rowIndex": index}) from None
-                except psycopg.Error as exc:
-                    raise _row_error(exc, _copy_row_index(exc, rows)) from None
-            total += len(rows)
+    # The action's own transaction (the pipeline's unit) holds every group.
+    for columns, rows in groups.items():
+        json_columns = [i for i, c in enumerate(columns) if info.columns[c] in ("json", "jsonb")]
+        bytea_columns = [i for i, c in enumerate(columns) if info.columns[c] == "bytea"]
+        json_arrays = [i for i, c in enumerate(columns) if info.columns[c] in ("_json", "_jsonb")]
+        names = ", ".join(quote_identifier(c) for c in columns)
+        with conn.cursor() as cur:
+            try:
+                with cur.copy(f"COPY {info.qualified} ({names}) FROM STDIN") as copy:
+                    values_of = _values_getter(columns)
+                    for position, row in enumerate(rows.rows):
+                        values = values_of(row)
+                        if json_columns or bytea_columns or json_arrays:
+                            values = list(values)
+                            for i in json_columns:
+                                value = values[i]
+                                if value is not None and type(value) is not str:  # text is JSON already
+                                    values[i] = orjson.dumps(value).decode()
+                            for i in bytea_columns:
+                                values[i] = bytea_value(values[i], columns[i])
+                            for i in json_arrays:  # each element a JSON value
+                                if isinstance(values[i], list):
+                                    values[i] = [None if v is None else orjson.dumps(v).decode() for v in values[i]]
+                        try:
+                            copy.write_row(values)
+                        except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
+                            index = rows.indices[position]
+                            raise ActionError("INVALID_VALUE", f"row {index}: {exc}",
+                                              extra={"rowIndex": index}) from None
+            except psycopg.Error as exc:
+                _raise_for_row(exc, _copy_row_index(exc, rows))
+        total += len(rows)
     return total
 
 
@@ -215,11 +200,11 @@ def _copy_row_index(exc: psycopg.Error, rows: Group) -> int | None:
 
 
 class _Outcome:
-    def __init__(self) -> None:
+    def __init__(self, rows: Rows) -> None:
         self.total = 0
         self.inserted = 0
         self.updated = 0
-        self.rows: list[dict[str, Any]] = []
+        self.rows = rows  # returned rows, serialized through the output budget as they come
 
 
 def _conflict_plan(session: Session, info: TableInfo, inputs: dict[str, Any],
@@ -294,20 +279,23 @@ def _statement(info: TableInfo, columns: tuple[str, ...], target: tuple[Any, Any
     if update is not None:
         insert = on_conflict(insert, target[0], target[1], update)
     returned = [*table.c] if returning else []
-    return str(insert.returning(*returned, INSERTED_COLUMN).compile(dialect=_DIALECT))
+    return str(insert.returning(*returned, INSERTED_COLUMN).compile(dialect=DIALECT))
 
 
 def _insert_select(session: Session, info: TableInfo, groups: Groups,
                    target: tuple[Any, Any], update: list[str] | None, returning: bool) -> _Outcome:
-    outcome = _Outcome()
+    outcome = _Outcome(Rows())
     plans = [(_statement(info, columns, target, update, returning), columns, rows) for columns, rows in groups.items()]
     try:
-        with session.transaction():
+        with session.conn.transaction():  # a savepoint in the action's transaction: see _locate
             for sql, columns, rows in plans:
                 for chunk in rows.chunks(CHUNK_ROWS):
                     _run_chunk(session, info, sql, columns, chunk, outcome, returning)
     except psycopg.Error as exc:
-        raise _located(session, info, plans, exc) from None
+        if (exc.sqlstate or "").startswith("42"):  # the statement itself is wrong (an unknown constraint …)
+            _raise_for_row(exc, None)
+        index, own = _locate(session, info, plans)
+        _raise_for_row(own or exc, index)
     return outcome
 
 
@@ -323,12 +311,13 @@ def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, 
         return
     outcome.total += len(chunk)
     names = [d.name for d in cur.description or ()][:-1]
-    for row in cur.fetchall() if names or cur.description else ():
-        inserted = row[-1]
-        outcome.inserted += bool(inserted)
-        outcome.updated += not inserted
-        if returning:
-            outcome.rows.append(dict(zip(names, row[:-1])))
+    batch = cur.fetchall() if cur.description else []
+    inserted = sum(1 for row in batch if row[-1])
+    outcome.inserted += inserted
+    outcome.updated += len(batch) - inserted
+    if returning and batch:
+        outcome.rows.append_batch(to_json_bytes([dict(zip(names, row[:-1])) for row in batch]), len(batch),
+                                  session.budget)
 
 
 def _json_row(info: TableInfo, columns: tuple[str, ...], index: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -349,12 +338,12 @@ def _json_row(info: TableInfo, columns: tuple[str, ...], index: int, row: dict[s
     return out
 
 
-def _located(session: Session, info: TableInfo, plans: list[Any], first: psycopg.Error) -> ActionError:
-    """Replay the rows in a transaction that is rolled back, a few hundred per savepoint, then one
-    by one in the chunk that fails: the first failing row and its own error."""
+def _locate(session: Session, info: TableInfo, plans: list[Any]) -> tuple[int | None, psycopg.Error | None]:
+    """Replay the rows in a savepoint that is rolled back, a few hundred per nested savepoint,
+    then one by one in the chunk that fails: the first failing row and its own error."""
     conn = session.conn
     try:
-        with session.transaction(force_rollback=True):
+        with conn.transaction(force_rollback=True):
             for sql, columns, rows in plans:
                 for chunk in rows.chunks(_LOCATE_CHUNK):
                     try:
@@ -368,16 +357,16 @@ def _located(session: Session, info: TableInfo, plans: list[Any], first: psycopg
                             with conn.transaction():
                                 _run_chunk(session, info, sql, columns, single, None, False)
                         except psycopg.Error as exc:
-                            return _row_error(exc, single.indices[0])
+                            return single.indices[0], exc
     except psycopg.Error:
         pass  # could not replay (a lost connection …): report the original failure
-    return _row_error(first, None)
+    return None, None
 
 
-def _row_error(exc: psycopg.Error, index: int | None) -> ActionError:
-    error = map_exception(exc, connecting=False)
-    if index is not None:
-        error.payload["rowIndex"] = index
-        error.payload["detail"] = f"row {index}: {error.payload.get('detail', '')}".rstrip(": ")
-    error.payload["rolledBack"] = True
-    return error
+def _raise_for_row(exc: psycopg.Error, index: int | None) -> NoReturn:
+    """Raise the driver's error (mapped at the boundary) naming the row, if it is known."""
+    if index is None:
+        with error_context(None, rolledBack=True):
+            raise exc from None
+    with error_context(f"row {index}", rowIndex=index, rolledBack=True):
+        raise exc from None

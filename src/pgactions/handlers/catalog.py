@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.rows import dict_row
-
-from pgactions.db.convert import to_json_bytes
+from pgactions.db.output import Output
 from pgactions.db.session import Session
+from pgactions.handlers.base import Call
 from pgactions.render.templating import quote_identifier
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
 __all__ = ["fetch", "json_schema_of", "run_get_table_metadata", "run_list_schemas", "run_list_tables"]
 
@@ -98,18 +96,17 @@ _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", 
 
 
 def fetch(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with session.conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()
+    return session.query(sql, params)
 
 
-def run_list_schemas(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_list_schemas(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     schemas = fetch(session, _SCHEMAS_SQL, {"system": bool(inputs.get("includeSystem"))})
-    return to_json_bytes({"schemas": schemas, "count": len(schemas)})
+    return Output({"schemas": schemas, "count": len(schemas)})
 
 
-def run_list_tables(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_list_tables(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     tables = fetch(session, _TABLES_SQL, {"schema": inputs.get("schema"),
                                           "partitions": bool(inputs.get("includePartitions"))})
     kinds = inputs.get("kinds")
@@ -117,11 +114,11 @@ def run_list_tables(session: Session, manifest: Manifest, inputs: dict[str, Any]
         table["kind"] = _KINDS[table["kind"]]
     if kinds:
         tables = [t for t in tables if t["kind"] in kinds]
-    return to_json_bytes({"tables": tables, "count": len(tables)})
+    return Output({"tables": tables, "count": len(tables)})
 
 
-def run_get_table_metadata(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_get_table_metadata(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     qualified = quote_identifier(*([inputs["schema"]] if inputs.get("schema") else []), inputs["table"])
     found = fetch(session, _TABLE_SQL, {"name": qualified})
     if not found:
@@ -145,7 +142,7 @@ def run_get_table_metadata(session: Session, manifest: Manifest, inputs: dict[st
         indexes=fetch(session, _INDEXES_SQL, {"oid": oid}),
         insertSchema=_insert_schema(columns),
     )
-    return to_json_bytes(table)
+    return Output(table)
 
 
 def _foreign_key(c: dict[str, Any]) -> dict[str, Any]:

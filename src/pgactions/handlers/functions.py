@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pglast
 from psycopg import sql as psql
 
-from pgactions.db.convert import to_json_bytes
+from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
+from pgactions.handlers.base import Call
 from pgactions.handlers.catalog import fetch
-from pgactions.render.templating import render_value
 from pgactions.render.values import bind_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_call_function", "run_create_function", "run_delete_function", "run_get_function",
            "run_list_functions"]
@@ -31,7 +31,8 @@ _ROUTINES_SQL = """
 SELECT p.oid::int8 AS oid, p.proname AS name, n.nspname AS schema,
        CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END AS kind,
        p.oid::regprocedure::text AS signature,
-       pg_get_function_result(p.oid) AS "returns", p.proretset AS "returnsSet",
+       pg_get_function_result(p.oid) AS "returns",
+       array_position(current_schemas(true), n.nspname::text) AS path_position, p.proretset AS "returnsSet",
        rt.typname AS return_typname, l.lanname AS language,
        CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable' ELSE 'volatile' END AS volatility,
        p.pronargdefaults AS defaults, obj_description(p.oid, 'pg_proc') AS comment,
@@ -52,8 +53,8 @@ WHERE p.prokind IN ('f', 'p')
   AND (%(oid)s::oid IS NULL OR p.oid = %(oid)s)
   AND (CASE WHEN %(schema)s::text IS NOT NULL THEN n.nspname = %(schema)s
             WHEN %(oid)s::oid IS NOT NULL THEN true
-            ELSE n.nspname = ANY(current_schemas(false)) END)
-ORDER BY n.nspname, p.proname, p.oid
+            ELSE n.nspname = ANY(current_schemas(true)) END)
+ORDER BY array_position(current_schemas(true), n.nspname::text), n.nspname, p.proname, p.oid
 """
 _MODES = {"i": "IN", "o": "OUT", "b": "INOUT", "v": "VARIADIC", "t": "TABLE"}
 _PASSED = ("IN", "INOUT", "VARIADIC")
@@ -73,10 +74,10 @@ def _public(routine: dict[str, Any]) -> dict[str, Any]:
     return {k: routine[k] for k in keys}
 
 
-def run_list_functions(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_list_functions(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     routines = [_public(r) for r in _routines(session, inputs.get("name"), inputs.get("schema") or _current(session))]
-    return to_json_bytes({"functions": routines, "count": len(routines)})
+    return Output({"functions": routines, "count": len(routines)})
 
 
 def _current(session: Session) -> str:
@@ -110,14 +111,15 @@ def _one(session: Session, inputs: dict[str, Any], candidates: list[dict[str, An
     return found[0]
 
 
-def run_get_function(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_get_function(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     routine = _one(session, inputs)
     definition = session.conn.execute("SELECT pg_get_functiondef(%s::oid)", [routine["oid"]]).fetchone()
-    return to_json_bytes({**_public(routine), "definition": definition[0] if definition else None})
+    return Output({**_public(routine), "definition": definition[0] if definition else None})
 
 
-def run_create_function(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+def run_create_function(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     text = inputs["definition"]
     try:
         statements = pglast.parse_sql(text)
@@ -128,26 +130,27 @@ def run_create_function(session: Session, manifest: Manifest, inputs: dict[str, 
                                            "statement", extra={"field": "definition"})
     node: Any = statements[0].stmt
     parts = [str(getattr(p, "sval", "")) for p in node.funcname]
-    session.prepare(read_only=False)
     session.conn.execute(text.encode())  # a definition has no parameters: sent as the user wrote it
-    return to_json_bytes({"success": True, "name": parts[-1], "schema": parts[0] if len(parts) > 1 else None,
+    return Output({"success": True, "name": parts[-1], "schema": parts[0] if len(parts) > 1 else None,
                           "kind": "procedure" if node.is_procedure else "function", "replace": bool(node.replace)})
 
 
-def run_delete_function(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)
+def run_delete_function(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     routine = _one(session, inputs)
     # DROP ROUTINE takes functions and procedures; the signature is the server's own regprocedure text.
     cascade = " CASCADE" if inputs.get("cascade") else ""
     session.conn.execute(f"DROP ROUTINE {routine['signature']}{cascade}".encode())
-    return to_json_bytes({"success": True, "dropped": routine["signature"]})
+    return Output({"success": True, "dropped": routine["signature"]})
 
 
-def run_call_function(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)  # first: the search path (PgBouncer mode sets it per transaction)
-    arguments = render_value(inputs.get("arguments", {}), context)
-    candidates = [r for r in _find(session, inputs) if _accepts(r, arguments)] if inputs.get("argumentTypes") is None \
-        else _find(session, inputs)
+def run_call_function(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
+    session.touched_session = True  # a routine may change session settings (set_config …)
+    arguments = inputs.get("arguments", {})
+    candidates = _find(session, inputs)
+    if inputs.get("argumentTypes") is None:
+        candidates = _first_on_path([r for r in candidates if _accepts(r, arguments)])
     if not candidates:
         raise ActionError("UNDEFINED_FUNCTION", f"no routine {inputs['name']} takes these arguments "
                                                 f"({_describe(arguments)})", extra={"field": "arguments"})
@@ -159,10 +162,18 @@ def run_call_function(session: Session, manifest: Manifest, inputs: dict[str, An
     routine = _one(session, inputs, candidates)
     statement, params = _call_statement(session, routine, arguments, cast)
     cursors_expected = "refcursor" in routine["arg_typnames"] or routine["return_typname"] == "refcursor"
-    if not cursors_expected:
-        return _call(session, routine, statement, params)
-    with session.transaction():  # cursors live until the transaction ends
-        return _call(session, routine, statement, params, read_cursors=True)
+    # Returned cursors live until the transaction ends: the action runs in one (it writes, as far
+    # as the runtime knows), so they are read before it commits.
+    return _call(session, routine, statement, params, read_cursors=cursors_expected)
+
+
+def _first_on_path(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """As PostgreSQL resolves an unqualified name: the routines of the first schema on the search
+    path (pg_catalog implicitly first) that has one taking these arguments."""
+    if not candidates:
+        return candidates
+    first = min(r["path_position"] or 0 for r in candidates)
+    return [r for r in candidates if (r["path_position"] or 0) == first]
 
 
 def _shape(routine: dict[str, Any]) -> tuple[Any, ...]:
@@ -226,35 +237,32 @@ def _call_statement(session: Session, routine: dict[str, Any], arguments: Any,
 
 
 def _call(session: Session, routine: dict[str, Any], statement: psql.Composed, params: list[Any],
-          read_cursors: bool = False) -> bytes:
-    cur = session.conn.cursor()
-    cur.execute(statement, params)
-    names = [d.name for d in cur.description or ()]
-    rows = [dict(zip(names, row)) for row in cur.fetchall()] if cur.description else []
+          read_cursors: bool = False) -> Output:
+    result = session.run_statement(session.conn.cursor(), statement.as_string(session.conn), params)
     out: dict[str, Any] = {}
-    if routine["kind"] == "procedure":
-        out["out"] = rows[0] if rows else {}
-    elif routine["returnsSet"]:
-        out.update(rows=rows, rowCount=len(rows))
-    elif names == ["result"]:
-        out["result"] = rows[0]["result"] if rows else None
+    if routine["returnsSet"] and routine["kind"] != "procedure":
+        out["rowCount"] = result.count
+        rows: Rows | None = result
     else:
-        out["out"] = rows[0] if rows else {}
+        rows = None
+        first = result.parsed()[:1]
+        if routine["kind"] != "procedure" and result.columns == ["result"]:
+            out["result"] = first[0]["result"] if first else None
+        else:
+            out["out"] = first[0] if first else {}
     if read_cursors:
-        out["cursors"] = _fetch_cursors(session, rows, names)
-    return to_json_bytes(out)
+        out["cursors"] = _fetch_cursors(session, result)
+    return Output(out, rows)
 
 
-def _fetch_cursors(session: Session, rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """FETCH ALL from every refcursor the call returned (a refcursor's value is the cursor's name)."""
-    open_cursors = {row[0] for row in session.conn.execute("SELECT name FROM pg_cursors").fetchall()}
+def _fetch_cursors(session: Session, result: Rows) -> dict[str, Any]:
+    """The rows of every refcursor the call returned (a refcursor's value is the cursor's name),
+    streamed through the output budget like any result."""
+    open_cursors = {row["name"] for row in session.query("SELECT name FROM pg_cursors")}
     found: dict[str, Any] = {}
-    for row in rows:
-        for name in names:
-            value = row[name]
+    for row in result.parsed():
+        for value in row.values():
             if isinstance(value, str) and value in open_cursors and value not in found:
-                cur = session.conn.cursor()
-                cur.execute(psql.SQL("FETCH ALL FROM {}").format(psql.Identifier(value)))
-                columns = [d.name for d in cur.description or ()]
-                found[value] = [dict(zip(columns, r)) for r in cur.fetchall()]
+                fetch_all = psql.SQL("FETCH ALL FROM {}").format(psql.Identifier(value)).as_string(session.conn)
+                found[value] = orjson.Fragment(session.run_statement(session.conn.cursor(), fetch_all, None).as_array())
     return found

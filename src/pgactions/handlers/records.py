@@ -12,24 +12,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
-from pgactions.handlers.sql import with_rows
+from pgactions.handlers.base import Call
 from pgactions.handlers.table_write import TableInfo, table_info
 from pgactions.render.filters import where_clause
-from pgactions.render.templating import render_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_find_rows", "run_get_row"]
 
 _POSITIONAL = postgresql.psycopg.dialect(paramstyle="numeric_dollar")
-_ENVELOPE_BYTES = 64
 
 
-def run_find_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_find_rows(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    stmt, table = _select(info, inputs, render_value(inputs.get("where") or [], context))
+    stmt, table = _select(info, inputs, inputs.get("where") or [])
     for index, order in enumerate(inputs.get("orderBy") or []):
         info.check_columns([order["column"]], f"orderBy/{index}/column")
         column = table.c[order["column"]]
@@ -37,29 +35,29 @@ def run_find_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], 
         nulls = order.get("nulls")
         stmt = stmt.order_by(ordered.nulls_first() if nulls == "first" else ordered.nulls_last() if nulls == "last" else ordered)
     stmt = stmt.limit(inputs.get("limit", 100)).offset(inputs.get("offset", 0))
-    rows = _run(session, stmt, session.limits.max_result_bytes - _ENVELOPE_BYTES)
-    return with_rows({"rowCount": rows.count}, rows.body)
+    rows = _run(session, stmt)
+    return Output({"rowCount": rows.count}, rows)
 
 
-def run_get_row(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=True)
+def run_get_row(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
-    key = render_value(inputs.get("key") or {}, context)
-    where = render_value(inputs.get("where") or [], context)
+    key = inputs.get("key") or {}
+    where = inputs.get("where") or []
     if not key and not where:
         raise ActionError("INVALID_INPUT", "give the row's key (e.g. {\"id\": 5}) or where conditions",
                           extra={"field": "key"})
     conditions = [{"column": c, "operator": "eq", "value": v} for c, v in key.items()] + list(where)
     stmt, _table = _select(info, inputs, conditions, field="key" if key and not where else "where")
     stmt = stmt.limit(2)
-    rows = _run(session, stmt, session.limits.max_result_bytes - _ENVELOPE_BYTES)
+    rows = _run(session, stmt)
     described = ", ".join(f"{c} = {v!r}" for c, v in key.items()) or "the where conditions"
     if rows.count == 0:
         raise ActionError("NOT_FOUND", f"no row of {info.display} has {described}", extra={"table": info.display})
     if rows.count > 1:
         raise ActionError("MULTIPLE_ROWS", f"more than one row of {info.display} has {described}",
                           extra={"table": info.display})
-    return b'{"row":' + rows.body + b"}"
+    return Output({"row": rows.first()})
 
 
 def _select(info: TableInfo, inputs: dict[str, Any], where: Any, field: str = "where") -> tuple[Any, sa.Table]:
@@ -73,8 +71,8 @@ def _select(info: TableInfo, inputs: dict[str, Any], where: Any, field: str = "w
     return stmt, table
 
 
-def _run(session: Session, stmt: Any, budget: int) -> Any:
+def _run(session: Session, stmt: Any) -> Rows:
     compiled = stmt.compile(dialect=_POSITIONAL, compile_kwargs={"render_postcompile": True})
     params = [compiled.params[name] for name in compiled.positiontup or ()]
-    return session.run_statement(session.raw_cursor(), str(compiled), params, budget)
+    return session.run_statement(session.raw_cursor(), str(compiled), params)
 

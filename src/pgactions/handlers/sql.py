@@ -4,95 +4,73 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-import psycopg
-
-from pgactions.db.convert import to_json_bytes
+from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
-from pgactions.render.sqltext import analyse, bind_sql, check_statement_kind, statement_info
+from pgactions.handlers.base import Call
+from pgactions.render.sqltext import bind_sql, check_runnable, check_statement_kind
 from pgactions.render.values import bind_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
-__all__ = ["run_sql", "run_sql_many", "with_rows"]
-
-_ENVELOPE_BYTES = 64  # room kept under the cap for {"rows":[…],"rowCount":n,…}
+__all__ = ["bound_statement", "output_of", "run_sql"]
 
 
-def run_sql(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    query = inputs["query"]
-    shape = manifest.execution.get("output", "rows")
-    sql, values = bind_sql(query, inputs.get("parameters", []), context)
-    kind = manifest.execution.get("statementKind")
-    if kind:
-        check_statement_kind(sql, kind)
-    session.parameters_given = len(inputs.get("parameters", []))
-    session.prepare(read_only=manifest.read_only)
+def run_sql(call: Call) -> Output:
+    session = call.session
+    sql, params = bound_statement(call, call.inputs)
+    info = check_runnable(sql)
     cur = session.raw_cursor()
-    params = [bind_value(v) for v in values]
-    budget = session.limits.max_result_bytes - _ENVELOPE_BYTES
-    script = shape == "status" and not params and statement_info(sql).count > 1
-
-    def execute() -> Any:
-        return _run_script(session, cur, sql, budget) if script else session.run_statement(cur, sql, params, budget)
-
+    # User SQL can change the session (SET, set_config even inside a SELECT, a function that
+    # does): the session is reset after the action, so the next one starts clean.
+    session.touched_session = True
+    if info.leaves_session_unusual:
+        session.discard_after = True
+    script = call.option("output") == "status" and not params and info.count > 1
     try:
-        rows = execute()
-    except psycopg.errors.ActiveSqlTransaction:
-        # PgBouncer mode wraps each action in a transaction; VACUUM, CREATE INDEX CONCURRENTLY
-        # and the like refuse one, so they run on their own (the pooler keeps the connection).
-        if not session.leave_transaction():
-            raise
-        rows = execute()
-    if analyse(query).touches_session or shape == "status":
-        # The statement may have changed session settings (SET, set_config): re-apply next time.
-        session.forget_session_state()
-    return _output(shape, rows)
+        rows = _run_script(session, cur, sql) if script else session.run_statement(cur, sql, params)
+    except UnicodeEncodeError:
+        raise _unsendable(params) from None
+    return output_of(call.option("output", "rows"), rows)
 
 
-def run_sql_many(session: Session, manifest: Manifest, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
-    """Batch ``single`` mode: the same query for every item, executed with each item's parameters
-    as one prepared statement in one transaction (psycopg pipelines the executions)."""
-    bound = [bind_sql(inputs["query"], inputs.get("parameters", []), context) for inputs, context in items]
-    sql = bound[0][0]
-    for index, (other, _values) in enumerate(bound):
-        if other != sql:
-            raise ActionError("INVALID_INPUT", f"single mode runs one statement: item {index}'s query differs from "
-                                               "item 0's (use transaction mode)", extra={"itemIndex": index})
-    kind = manifest.execution.get("statementKind")
+def bound_statement(call: Call, inputs: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SQL with every template turned into a bound ``$n``, and the values to bind."""
+    sql, values = bind_sql(inputs["query"], inputs.get("parameters", []), call.context)
+    kind = call.option("statementKind")
     if kind:
         check_statement_kind(sql, kind)
-    shape = manifest.execution.get("output", "rows")
-    cur = session.raw_cursor()
-    outputs: list[Any] = []
-    with session.transaction(read_only=manifest.read_only):
-        cur.executemany(sql, [[bind_value(v) for v in values] for _sql, values in bound], returning=True)
-        while True:
-            outputs.append(orjson.loads(_output(shape, session.read_rows(cur, session.limits.max_result_bytes))))
-            if not cur.nextset():
-                break
-    return outputs
+    if sql is not inputs["query"] and call.session.conn.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
+        # An earlier step of this transaction switched it off: backslashes in strings would then
+        # end them where our lexer does not see it.
+        raise ActionError("INVALID_INPUT", "SQL with {{ templates }} cannot run after standard_conforming_strings "
+                                           "was switched off", extra={"field": "query"})
+    return sql, [bind_value(v) for v in values]
 
 
-def _run_script(session: Session, cur: Any, sql: str, budget: int) -> Any:
-    """Execute Query with several statements and no parameters: one implicit transaction (all or
-    nothing); the output describes the last statement."""
+def _run_script(session: Session, cur: Any, sql: str) -> Rows:
+    """Execute Query with several statements and no parameters, sent as one text; the output
+    describes the last statement.  The result sets of the earlier ones are skipped."""
     cur.execute(sql)
     while cur.nextset():
         pass
-    return session.read_rows(cur, budget)
+    return session.read_rows(cur)
 
 
-def _output(shape: str, rows: Any) -> bytes:
-    """The output of a statement: rows for a query ("rows" shape, or any statement returning
-    rows), else its row count; Execute Query ("status") also says success."""
+def _unsendable(params: list[Any]) -> ActionError:
+    for index, value in enumerate(params):
+        try:
+            str(value).encode("utf-8") if isinstance(value, str) else None
+        except UnicodeEncodeError as exc:
+            return ActionError("INVALID_VALUE", f"parameter {index + 1} holds text that is not valid Unicode "
+                                                f"(a lone surrogate at position {exc.start})",
+                               extra={"field": f"parameters/{index}"})
+    return ActionError("INVALID_VALUE", "a value holds text that is not valid Unicode (a lone surrogate)")
+
+
+def output_of(shape: str, rows: Rows) -> Output:
+    """Rows for a query ("rows" shape, or any statement returning rows), else the row count;
+    Execute Query ("status") also says success."""
     head: dict[str, Any] = {"success": True} if shape == "status" else {}
     head["rowCount"] = rows.row_count
     if shape == "rows" or rows.returned_rows:
-        return with_rows(head, rows.body)
-    return to_json_bytes(head)
-
-
-def with_rows(head: dict[str, Any], body: bytes) -> bytes:
-    """{"rows":[…], …head}: rows first, as the guide shows them, without re-serializing them."""
-    return b'{"rows":[' + body + b"]," + to_json_bytes(head)[1:]
+        return Output(head, rows)
+    return Output(head)

@@ -11,39 +11,37 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pgactions.db.convert import to_json_bytes
-from pgactions.db.session import Session
-from pgactions.handlers.sql import _ENVELOPE_BYTES, run_sql, with_rows
-from pgactions.handlers.table_write import _DIALECT, _bound, _values, table_info
+from pgactions.db.output import Output
+from pgactions.handlers.base import Call
+from pgactions.handlers.sql import run_sql
+from pgactions.handlers.table_write import DIALECT, bound_values, table_info, typed_values
 from pgactions.render.filters import is_empty, where_clause
-from pgactions.render.templating import render_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
 __all__ = ["run_delete_rows", "run_update_rows"]
 
 
-def run_update_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+def run_update_rows(call: Call) -> Output:
+    inputs = call.inputs
     if _sql_mode(inputs, ("set", "where", "allowAllRows", "returning")):
-        return run_sql(session, manifest, inputs, context)
+        return run_sql(call)
     if not inputs.get("set"):
         raise ActionError("INVALID_INPUT", "give the new values in set (or an UPDATE statement in query)",
                           extra={"field": "set"})
-    session.prepare(read_only=False)
-    info = table_info(session, inputs["table"], inputs.get("schema"))
+    info = table_info(call.session, inputs["table"], inputs.get("schema"))
     info.check_columns(list(inputs["set"]), "set")
     table = info.sa_table()
-    stmt = sa.update(table).values(_bound(table, _values(info, inputs["set"], context)))
-    return _run(session, inputs, context, info, table, stmt)
+    stmt = sa.update(table).values(bound_values(table, typed_values(info, inputs["set"])))
+    return _run(call, info, table, stmt)
 
 
-def run_delete_rows(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
+def run_delete_rows(call: Call) -> Output:
+    inputs = call.inputs
     if _sql_mode(inputs, ("where", "allowAllRows", "returning")):
-        return run_sql(session, manifest, inputs, context)
-    session.prepare(read_only=False)
-    info = table_info(session, inputs["table"], inputs.get("schema"))
+        return run_sql(call)
+    info = table_info(call.session, inputs["table"], inputs.get("schema"))
     table = info.sa_table()
-    return _run(session, inputs, context, info, table, sa.delete(table))
+    return _run(call, info, table, sa.delete(table))
 
 
 def _sql_mode(inputs: dict[str, Any], structured_fields: tuple[str, ...]) -> bool:
@@ -60,9 +58,9 @@ def _sql_mode(inputs: dict[str, Any], structured_fields: tuple[str, ...]) -> boo
     return False
 
 
-def _run(session: Session, inputs: dict[str, Any], context: dict[str, Any], info: Any, table: sa.Table,
-         stmt: Any) -> bytes:
-    where = render_value(inputs.get("where"), context)
+def _run(call: Call, info: Any, table: sa.Table, stmt: Any) -> Output:
+    inputs = call.inputs
+    where = inputs.get("where")
     if is_empty(where):
         if not inputs.get("allowAllRows"):
             raise ActionError("INVALID_INPUT", f"no where conditions: this would change every row of "
@@ -73,10 +71,8 @@ def _run(session: Session, inputs: dict[str, Any], context: dict[str, Any], info
     returning = bool(inputs.get("returning"))
     if returning:
         stmt = stmt.returning(*table.c)
-    compiled = stmt.compile(dialect=_DIALECT)
-    cur = session.conn.execute(str(compiled), compiled.params)
+    compiled = stmt.compile(dialect=DIALECT)
+    cur = call.session.conn.execute(str(compiled), compiled.params)
     # Returned rows are read in chunks under the output cap, like Query Rows'.
-    rows = session.read_rows(cur, session.limits.max_result_bytes - _ENVELOPE_BYTES)
-    if not returning:
-        return to_json_bytes({"rowCount": rows.row_count})
-    return with_rows({"rowCount": rows.row_count}, rows.body)
+    rows = call.session.read_rows(cur)
+    return Output({"rowCount": rows.row_count}, rows if returning else None)

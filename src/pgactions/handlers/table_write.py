@@ -14,16 +14,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from pgactions.db.convert import to_json_bytes
+from pgactions.db.output import Output
 from pgactions.db.session import Session
-from pgactions.render.templating import quote_identifier, render_value
+from pgactions.handlers.base import Call
+from pgactions.render.templating import quote_identifier
 from pgactions.render.values import column_value
 from pgactions.spec.errors import ActionError
-from pgactions.spec.manifests import Manifest
 
-__all__ = ["INSERTED_COLUMN", "TableInfo", "on_conflict", "run_insert", "run_upsert", "table_info"]
+__all__ = ["DIALECT", "INSERTED_COLUMN", "TableInfo", "bound_values", "on_conflict", "run_insert", "run_upsert",
+           "table_info", "typed_values"]
 
-_DIALECT = postgresql.psycopg.dialect()
+DIALECT = postgresql.psycopg.dialect()
 _INSERTED_FLAG = "_pgactions_inserted"
 
 _TABLE_COLUMNS_SQL = """
@@ -83,19 +84,16 @@ def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
     return TableInfo(schema, table, columns, pk, {r[0]: r[4] for r in rows})
 
 
-def _values(info: TableInfo, columns: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    rendered = render_value(columns, context)
-    return {name: column_value(value, info.columns[name], name) for name, value in rendered.items()}
+def typed_values(info: TableInfo, columns: dict[str, Any]) -> dict[str, Any]:
+    """Each value bound as its column's type needs (json as jsonb, bytea from base64 …)."""
+    return {name: column_value(value, info.columns[name], name) for name, value in columns.items()}
 
 
 def _execute_returning(session: Session, stmt: sa.sql.expression.ClauseElement) -> dict[str, Any]:
-    """Run a one-row INSERT … RETURNING; the row's values are already JSON-ready (our loaders)."""
-    compiled = stmt.compile(dialect=_DIALECT)
-    cur = session.conn.cursor()
-    cur.execute(str(compiled), compiled.params)
-    row = cur.fetchone()
-    names = [c.name for c in cur.description or ()]
-    return dict(zip(names, row)) if row is not None else {}
+    """Run a one-row INSERT … RETURNING; the row is read through the output budget like any."""
+    compiled = stmt.compile(dialect=DIALECT)
+    rows = session.query(str(compiled), compiled.params)
+    return rows[0] if rows else {}
 
 
 def _inserted_id(info: TableInfo, row: dict[str, Any]) -> Any:
@@ -106,7 +104,7 @@ def _inserted_id(info: TableInfo, row: dict[str, Any]) -> Any:
     return {name: row.get(name) for name in info.primary_key}
 
 
-def _bound(table: sa.Table, values: dict[str, Any]) -> dict[Any, Any]:
+def bound_values(table: sa.Table, values: dict[str, Any]) -> dict[Any, Any]:
     # Parameter names of our own (p0, p1 …): column names may hold any character.
     return {table.c[name]: sa.bindparam(f"p{i}", value, type_=sa.types.NullType())
             for i, (name, value) in enumerate(values.items())}
@@ -127,19 +125,19 @@ def on_conflict(insert: Any, columns: list[str] | None, constraint: str | None, 
     return insert.on_conflict_do_update(**target, set_={c: insert.excluded[c] for c in update})
 
 
-def run_insert(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)
+def run_insert(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
     info.check_columns(list(inputs["columns"]), "columns")
-    values = _values(info, inputs["columns"], context)
+    values = typed_values(info, inputs["columns"])
     table = info.sa_table()
-    stmt = sa.insert(table).values(_bound(table, values)).returning(*table.c)
+    stmt = sa.insert(table).values(bound_values(table, values)).returning(*table.c)
     row = _execute_returning(session, stmt)
-    return to_json_bytes({"insertedId": _inserted_id(info, row), "rowCount": 1, "row": row})
+    return Output({"insertedId": _inserted_id(info, row), "rowCount": 1, "row": row})
 
 
-def run_upsert(session: Session, manifest: Manifest, inputs: dict[str, Any], context: dict[str, Any]) -> bytes:
-    session.prepare(read_only=False)
+def run_upsert(call: Call) -> Output:
+    inputs, session = call.inputs, call.session
     info = table_info(session, inputs["table"], inputs.get("schema"))
     conflict = list(inputs["conflictColumns"])
     info.check_columns(list(inputs["columns"]), "columns")
@@ -152,12 +150,11 @@ def run_upsert(session: Session, manifest: Manifest, inputs: dict[str, Any], con
     if update is None:
         update = [c for c in inputs["columns"] if c not in conflict]
     info.check_columns(update, "updateColumns")
-    values = _values(info, inputs["columns"], context)
+    values = typed_values(info, inputs["columns"])
     table = info.sa_table()
-    insert = postgresql.insert(table).values(_bound(table, values))
+    insert = postgresql.insert(table).values(bound_values(table, values))
     # With nothing to update, "update" a conflict column to itself so the row still comes back.
     upsert = on_conflict(insert, conflict, None, update or conflict[:1]).returning(*table.c, INSERTED_COLUMN)
     row = _execute_returning(session, upsert)
     inserted = bool(row.pop(INSERTED_COLUMN.name, True))
-    return to_json_bytes({"rowCount": 1, "inserted": inserted, "row": row,
-                          "insertedId": _inserted_id(info, row)})
+    return Output({"rowCount": 1, "inserted": inserted, "row": row, "insertedId": _inserted_id(info, row)})

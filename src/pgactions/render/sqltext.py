@@ -25,7 +25,8 @@ from pglast import parser as pg_parser
 from pgactions.render.templating import ENV, SQLIdentifier, render_expression, render_value
 from pgactions.spec.errors import ActionError
 
-__all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "statement_info"]
+__all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "check_runnable", "check_statement_kind",
+           "statement_info"]
 
 
 @dataclass(frozen=True)
@@ -112,15 +113,21 @@ def _holds_template(quoted: str) -> bool:
 
 
 def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[str, list[Any]]:
-    """Render the parameters and the SQL's templates; return SQL with ``$n`` and the values.
+    """Turn the SQL's templates into ``$n`` placeholders bound with their values; return the SQL
+    and every value (*parameters*, already rendered, first).
 
     Checks that the placeholders the SQL uses are exactly ``$1..$len(parameters)``.
     """
     plan = analyse(sql)
-    values = [render_value(p, context) for p in parameters]
+    values = list(parameters)
     _check_placeholders(plan.placeholders, len(values))
     if not plan.has_templates:
         return sql, values
+    if "standard_conforming_strings" in sql.lower():
+        # Our lexer reads strings as the server does with the setting on (pinned for every
+        # action); a text that changes it could make the two disagree on where a string ends.
+        raise ActionError("INVALID_INPUT", "SQL with {{ templates }} may not change standard_conforming_strings",
+                          extra={"field": "query"})
     out: list[str] = []
     for piece in plan.pieces:
         if piece.kind == "text":
@@ -142,6 +149,9 @@ def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[
 def _check_placeholders(used: frozenset[int], given: int) -> None:
     if len(used) == given and (not given or max(used) == given):
         return  # exactly $1..$given: the common case, checked without building sets
+    if 0 in used:
+        raise ActionError("INVALID_INPUT", "$0 is not a placeholder: they are numbered from $1",
+                          extra={"field": "query"})
     missing = sorted(n for n in used if n > given)
     unused = sorted(set(range(1, given + 1)) - used)
     if missing:
@@ -160,8 +170,25 @@ _RETURNING_STATEMENTS = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 
 @dataclass(frozen=True)
 class StatementInfo:
-    count: int  # statements in the text (0 when PostgreSQL's parser rejects it)
+    count: int  # statements in the text (0 when empty, or when PostgreSQL's parser rejects it)
     returns_rows: bool  # a single statement that yields rows (SELECT, … RETURNING)
+    parsed: bool = True  # False: the parser rejected the text (the server will say where)
+    transaction_control: str | None = None  # the first BEGIN / COMMIT / ROLLBACK … in the text
+    # Statements after which the session is unlike any other: they are not undone by our reset
+    # (a PREPAREd statement's name would clash next time), so the connection is not reused.
+    leaves_session_unusual: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.parsed and self.count == 0
+
+
+_TRANSACTION_WORDS = {
+    "TRANS_STMT_BEGIN": "BEGIN", "TRANS_STMT_START": "START TRANSACTION", "TRANS_STMT_COMMIT": "COMMIT",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK", "TRANS_STMT_SAVEPOINT": "SAVEPOINT", "TRANS_STMT_RELEASE": "RELEASE SAVEPOINT",
+    "TRANS_STMT_ROLLBACK_TO": "ROLLBACK TO SAVEPOINT", "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED", "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+}
 
 
 @lru_cache(maxsize=512)
@@ -170,13 +197,36 @@ def statement_info(sql: str) -> StatementInfo:
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError:
-        return StatementInfo(0, False)
+        return StatementInfo(0, False, parsed=False)
+    control = None
+    unusual = False
+    for raw in statements:
+        kind = type(raw.stmt).__name__
+        if kind == "TransactionStmt" and control is None:
+            node_kind: Any = getattr(raw.stmt, "kind", None)
+            control = _TRANSACTION_WORDS.get(getattr(node_kind, "name", str(node_kind)), "transaction control")
+        unusual = unusual or kind in ("PrepareStmt", "DeallocateStmt")
     if len(statements) != 1:
-        return StatementInfo(len(statements), False)
+        return StatementInfo(len(statements), False, transaction_control=control, leaves_session_unusual=unusual)
     node = statements[0].stmt
     kind = type(node).__name__
     rows = kind in _ROW_STATEMENTS or (kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None)))
-    return StatementInfo(1, rows)
+    return StatementInfo(1, rows, transaction_control=control, leaves_session_unusual=unusual)
+
+
+def check_runnable(sql: str) -> StatementInfo:
+    """Refuse what no action may run: an empty query, and transaction control (BEGIN, COMMIT,
+    ROLLBACK … in any spelling): the runtime decides where a transaction ends, after the output
+    is complete, so that an action that answers with an error has changed nothing."""
+    info = statement_info(sql)
+    if info.empty:
+        raise ActionError("INVALID_INPUT", "the query is empty (or only comments)", extra={"field": "query"})
+    if info.transaction_control:
+        raise ActionError("INVALID_INPUT", f"the query holds {info.transaction_control}: transaction control is "
+                                           "not allowed in an action (each action is one transaction, committed "
+                                           "when it succeeds; use Run Transaction to group actions)",
+                          extra={"field": "query"})
+    return info
 
 
 _KIND_NODES = {"read": ("SelectStmt", "ExplainStmt", "VariableShowStmt"), "update": ("UpdateStmt",),

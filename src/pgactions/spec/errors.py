@@ -233,6 +233,13 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         ("Check the name and schema (List Functions shows them).",
          "Check the number, names and types of the arguments; give argumentTypes to pick one of several."),
         sqlstates=("42883",)),
+    "UNDEFINED_OBJECT": ErrorSpec(
+        "Something the statement names does not exist.",
+        "The statement refers to a constraint, type, index or other object the database does not have "
+        "(or this user cannot see).",
+        ("Check the name for typing mistakes (unquoted names are folded to lower case).",
+         "Look the object up with Get Table Metadata (constraints, indexes) or in a SQL console."),
+        sqlstates=("42704",)),
     "MAX_AFFECTED_ROWS": ErrorSpec(
         "The action would change more rows than allowed; nothing was changed.",
         "The statement matched more rows than the action's maxAffectedRows, so it was rolled back.",

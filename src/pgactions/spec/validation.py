@@ -11,8 +11,22 @@ from pgactions.spec.manifests import Manifest
 __all__ = ["validate_inputs"]
 
 
-def validate_inputs(manifest: Manifest, inputs: Any) -> dict[str, Any]:
-    """Return the inputs with top-level defaults filled, or raise INVALID_INPUT listing every error."""
+def validate_inputs(manifest: Manifest, inputs: Any, path: str | None = None) -> dict[str, Any]:
+    """Return the inputs with top-level defaults filled, or raise INVALID_INPUT listing every error.
+
+    *path* says where the inputs sit in a larger input (``steps/2/inputs``): error paths start there.
+    """
+    if path is None:
+        return _validate(manifest, inputs)
+    try:
+        return _validate(manifest, inputs)
+    except ActionError as exc:
+        for error in exc.payload.get("errors", []):
+            error["path"] = f"{path}/{error['path']}" if error["path"] != "(input)" else path
+        raise
+
+
+def _validate(manifest: Manifest, inputs: Any) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         raise ActionError("INVALID_INPUT", f"the input of {manifest.id} must be an object",
                           extra={"errors": [{"path": "(input)", "message": "must be an object"}]})
@@ -21,6 +35,9 @@ def validate_inputs(manifest: Manifest, inputs: Any) -> dict[str, Any]:
         problems = sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
         errors = [{"path": "/".join(map(str, e.instance_path)) or "(input)", "message": _message(e)}
                   for e in problems]
+        for error in errors:  # the commonest mistake, said plainly
+            if error["path"] == "query" and inputs.get("query") == "":
+                error["message"] = "the query is empty"
         summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
         raise ActionError("INVALID_INPUT", summary, extra={"errors": errors})
     filled = dict(inputs)
