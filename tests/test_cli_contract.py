@@ -234,12 +234,12 @@ def test_an_internal_error_is_one_line_without_its_text(monkeypatch, capsys) -> 
 
 _HANDLER_FAILS = """
 import sys
-import pgactions.runtime
+import pgactions.handlers
 
 def boom(*args, **kwargs):
     raise TypeError("an unexpected failure inside a handler")
 
-pgactions.runtime.run_handler = boom
+pgactions.handlers.HANDLERS["sql"] = boom
 from pgactions.cli import main
 sys.exit(main(sys.argv[1:]))
 """

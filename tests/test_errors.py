@@ -206,7 +206,7 @@ def test_bad_input_is_always_a_coded_error(runtime: Runtime, guide_db, connectio
     if connection == "DB":
         connection = guide_db.profile
     err = fail(runtime, action, connection, inputs, context)
-    assert err["code"] in ("INVALID_INPUT", "INVALID_VALUE", "TEMPLATE_ERROR", "SYNTAX_ERROR")
+    assert err["code"] in ("INVALID_INPUT", "INVALID_VALUE", "TEMPLATE_ERROR", "SYNTAX_ERROR", "INVALID_CONNECTION")
     assert guide_db.sql("SELECT count(*) FROM users") == [(2,)]
 
 
