@@ -41,6 +41,10 @@ from pgactions.spec.errors import ActionError
 
 __all__ = ["ENVELOPE_BYTES", "STREAM_CHUNK_ROWS", "Session"]
 
+# Settings the server reports on every change, as our sessions have them (see db/connect.py).
+_REPORTED_SETTINGS = ((b"TimeZone", b"UTC"), (b"DateStyle", b"ISO, YMD"), (b"IntervalStyle", b"iso_8601"),
+                      (b"standard_conforming_strings", b"on"))
+
 STREAM_CHUNK_ROWS = 500
 ENVELOPE_BYTES = 256  # room kept under the cap for the output's own fields ({"rowCount": …})
 
@@ -110,7 +114,7 @@ class Session:
                 pass
             elif exc is not None or self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 self._after_failure()
-            elif self.touched_session:
+            elif self.touched_session or self._drifted():
                 pending = self._send_reset()
         finally:
             self._pool.put(self.conn, discard=self._discard, pending=pending)
@@ -120,6 +124,14 @@ class Session:
             raise ActionError("CANCELLED", "the action was cancelled while it ran; its changes were "
                                            "rolled back") from None
         raise map_exception(exc, connecting=False, timed_out=self._watch.fired) from None
+
+    def _drifted(self) -> bool:
+        """Whether a setting the server reports (PostgreSQL sends these on every change, at no
+        cost) differs from what every action starts with: a second line behind the judgement
+        that a statement could not change the session."""
+        status = self.conn.pgconn.parameter_status
+        return any(status(name) != value for name, value in _REPORTED_SETTINGS) \
+            or status(b"application_name") != self._app_name_bytes
 
     @property
     def timed_out(self) -> bool:

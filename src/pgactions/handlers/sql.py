@@ -20,8 +20,9 @@ def run_sql(call: Call) -> Output:
     info = check_runnable(sql)
     cur = session.raw_cursor()
     # User SQL can change the session (SET, set_config even inside a SELECT, a function that
-    # does): the session is reset after the action, so the next one starts clean.
-    session.touched_session = True
+    # does): the session is reset after the action, so the next one starts clean.  A plain read
+    # calling only built-in functions that cannot is spared the reset (the hot path).
+    session.touched_session = session.touched_session or info.may_change_session
     if info.leaves_session_unusual:
         session.discard_after = True
     script = call.option("output") == "status" and not params and info.count > 1

@@ -177,6 +177,10 @@ class StatementInfo:
     # Statements after which the session is unlike any other: they are not undone by our reset
     # (a PREPAREd statement's name would clash next time), so the connection is not reused.
     leaves_session_unusual: bool = False
+    # False only for a plain SELECT / SHOW that calls no function outside SAFE_FUNCTIONS: such a
+    # statement cannot change the session, so no reset is needed after it (see docs/security.md
+    # for what remains: a view or row-level policy that calls such a function).
+    may_change_session: bool = True
 
     @property
     def empty(self) -> bool:
@@ -211,7 +215,58 @@ def statement_info(sql: str) -> StatementInfo:
     node = statements[0].stmt
     kind = type(node).__name__
     rows = kind in _ROW_STATEMENTS or (kind in _RETURNING_STATEMENTS and bool(getattr(node, "returningList", None)))
-    return StatementInfo(1, rows, transaction_control=control, leaves_session_unusual=unusual)
+    return StatementInfo(1, rows, transaction_control=control, leaves_session_unusual=unusual,
+                         may_change_session=not _harmless(node))
+
+
+# Built-in functions that read or compute and never touch session state (settings, roles, locks,
+# cursors, prepared statements, LISTEN).  Anything else (set_config, pg_advisory_lock, any
+# function of the database's own) may: the session is reset after the action.
+SAFE_FUNCTIONS = frozenset("""
+count sum avg min max array_agg string_agg json_agg jsonb_agg json_object_agg jsonb_object_agg bool_and bool_or
+every stddev variance percentile_cont percentile_disc mode rank dense_rank row_number ntile lag lead first_value
+last_value nth_value cume_dist percent_rank
+lower upper initcap length char_length octet_length bit_length trim btrim ltrim rtrim lpad rpad substr substring
+replace translate concat concat_ws left right reverse repeat position strpos split_part starts_with format md5
+sha256 encode decode to_hex ascii chr quote_ident quote_literal quote_nullable regexp_replace regexp_match
+regexp_matches regexp_split_to_array regexp_split_to_table regexp_like
+abs ceil ceiling floor round trunc sign sqrt cbrt power exp ln log mod div greatest least random width_bucket pi
+now current_timestamp clock_timestamp statement_timestamp transaction_timestamp timeofday date_trunc date_part
+extract age make_date make_time make_timestamp make_timestamptz make_interval to_char to_date to_timestamp
+to_number date_bin justify_days justify_hours justify_interval isfinite
+to_json to_jsonb row_to_json array_to_json json_build_object jsonb_build_object json_build_array
+jsonb_build_array json_object jsonb_object jsonb_set jsonb_insert jsonb_strip_nulls jsonb_pretty
+json_array_length jsonb_array_length json_array_elements jsonb_array_elements json_array_elements_text
+jsonb_array_elements_text json_each jsonb_each json_each_text jsonb_each_text json_object_keys
+jsonb_object_keys json_extract_path jsonb_extract_path json_extract_path_text jsonb_extract_path_text
+json_typeof jsonb_typeof jsonb_path_query jsonb_path_query_array jsonb_path_query_first jsonb_path_exists
+jsonb_path_match
+array_length array_lower array_upper array_position array_positions array_remove array_replace array_append
+array_prepend array_cat array_to_string string_to_array cardinality unnest generate_series generate_subscripts
+gen_random_uuid uuid_generate_v4 coalesce nullif num_nonnulls num_nulls
+""".split())
+
+
+def _harmless(node: Any) -> bool:
+    """Whether a parsed statement is a plain read that calls only SAFE_FUNCTIONS."""
+    kind = type(node).__name__
+    if kind == "VariableShowStmt":
+        return True
+    if kind != "SelectStmt" or getattr(node, "intoClause", None) is not None:
+        return False
+    return _only_safe_calls(node(skip_none=True))
+
+
+def _only_safe_calls(tree: Any) -> bool:
+    if isinstance(tree, dict):
+        if tree.get("@") == "FuncCall":
+            name = [part.get("sval") for part in tree.get("funcname", [])]
+            if not (len(name) == 1 or (len(name) == 2 and name[0] == "pg_catalog")) or name[-1] not in SAFE_FUNCTIONS:
+                return False
+        return all(_only_safe_calls(value) for value in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(_only_safe_calls(value) for value in tree)
+    return True
 
 
 def check_runnable(sql: str) -> StatementInfo:
