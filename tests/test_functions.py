@@ -133,3 +133,24 @@ def test_create_and_delete_function(runtime: Runtime, routines) -> None:
         runtime.run("delete_function", routines.profile, {"name": "add", "argumentTypes": ["int); DROP TABLE items; --"]})
     assert info.value.code in ("UNDEFINED_FUNCTION", "INVALID_VALUE", "SYNTAX_ERROR")
     assert routines.sql("SELECT count(*) FROM items") == [(3,)]
+
+
+def test_unqualified_names_resolve_like_postgresql(runtime: Runtime, db) -> None:
+    """lower('ABC') works in SQL with this search path (pg_catalog implicitly first): so it does
+    as an action, and the schema of the built-in is reported."""
+    assert runtime.run("call_function", db.profile, {"name": "lower", "arguments": ["ABC"]}).data == {"result": "abc"}
+    assert runtime.run("call_function", db.profile, {"name": "upper", "arguments": ["x"]}).data == {"result": "X"}
+    # A routine of the profile's schema with a name no built-in has still resolves through the path.
+    db.sql("CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS $$ SELECT upper(t) || '!' $$")
+    assert runtime.run("call_function", db.profile, {"name": "shout", "arguments": ["hi"]}).data == {"result": "HI!"}
+    found = runtime.run("get_function", db.profile, {"name": "lower", "argumentTypes": ["text"]}).data
+    assert found["schema"] == "pg_catalog"
+
+
+def test_a_builtin_comes_first_like_in_sql(runtime: Runtime, db) -> None:
+    """A function of the user's schema named like a built-in (same arguments) loses to the
+    built-in, as it does in SQL, because pg_catalog is searched first."""
+    db.sql("CREATE FUNCTION lower(t text) RETURNS text LANGUAGE sql AS $$ SELECT 'mine' $$")
+    sql = runtime.run("query_rows", db.profile, {"query": "SELECT lower('ABC') AS v"}).data["rows"][0]["v"]
+    called = runtime.run("call_function", db.profile, {"name": "lower", "arguments": ["ABC"]}).data["result"]
+    assert sql == called == "abc"
