@@ -57,3 +57,19 @@ def test_test_connection_through_the_pooler(pgbouncer, guide_db) -> None:
     report = test_connection(_through(pgbouncer, guide_db, mode=True))
     assert report["ok"] is True, report
     assert report["user"] == "app" and report["privileges"]["tables"] == 4
+
+
+def test_settings_an_action_makes_do_not_reach_other_clients_of_the_pooler(runtime: Runtime, pgbouncer,
+                                                                            guide_db) -> None:
+    """Through a transaction pooler the next client may get the same server session: what an
+    action's SQL set on it (a setting, a role, an advisory lock) is undone before its transaction
+    ends."""
+    profile = _through(pgbouncer, guide_db, mode=True)
+    runtime.run("execute_query", profile, {"query": "SET work_mem = '77MB'; SELECT pg_advisory_lock(4242)"})
+    runtime.run("query_rows", profile, {"query": "SELECT set_config('lock_timeout', '1234ms', false) AS v"})
+    for _ in range(6):  # whichever server session the pooler hands out next
+        with psycopg.connect(profile["url"], autocommit=True) as other:
+            assert other.execute("SHOW work_mem").fetchone()[0] != "77MB"
+            assert other.execute("SHOW lock_timeout").fetchone()[0] != "1234ms"
+    with psycopg.connect(guide_db.server.admin_url, autocommit=True) as admin:
+        assert admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0

@@ -31,7 +31,7 @@ from pgactions.db.errormap import map_exception
 from pgactions.db.pool import ConnectionPool
 from pgactions.render.templating import quote_identifier
 
-__all__ = ["RESET_SQL", "PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "reset_sql", "search_path",
+__all__ = ["POOLED_RESET_SQL", "RESET_SQL", "PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "reset_sql", "search_path",
            "session_settings"]
 
 # Settings every session of ours runs with (set once per connection, in one round trip).
@@ -165,6 +165,10 @@ def session_settings(profile: ConnectionProfile) -> dict[str, str]:
 # session authorization are not settings RESET ALL touches: they are reset first.
 RESET_SQL = ("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; "
              "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+# PgBouncer mode: what can be undone inside the action's own transaction (temporary tables and
+# DISCARD cannot run there; a pooler in transaction mode does not support them anyway).
+POOLED_RESET_SQL = ("RESET ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; CLOSE ALL; UNLISTEN *; "
+                    "SELECT pg_advisory_unlock_all()")
 # Statements PREPAREd in SQL (from_sql), even from inside a function: counted in the reset's last
 # result, and a session holding any is closed (psycopg's own are protocol-level and stay).
 PREPARED_IN_SQL = "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"

@@ -23,6 +23,7 @@ from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db import streaming
 from pgactions.db.connect import (
     DEFAULT_TIMEOUT_MS,
+    POOLED_RESET_SQL,
     SESSION_SETTINGS,
     SESSION_STATE,
     PoolCache,
@@ -238,6 +239,10 @@ class Session:
             raise ActionError("INVALID_INPUT", "a statement of the action ended its transaction (COMMIT, "
                                                "ROLLBACK …); transaction control is not allowed in actions",
                               extra={"field": "query"})
+        if state.pgbouncer and self.touched_session:
+            # No session of ours to reset after the action (the pooler shares server sessions):
+            # undo what the action's SQL may have set, inside its transaction, before it ends.
+            self.conn.execute(POOLED_RESET_SQL)
         self._end("ROLLBACK" if rollback else "COMMIT")
 
     def _savepoint(self, read_only: bool, rollback: bool) -> Iterator[None]:
