@@ -19,7 +19,7 @@ from pgactions.handlers.functions import (
 )
 from pgactions.handlers.records import run_find_rows, run_get_row
 from pgactions.handlers.sql import run_sql
-from pgactions.handlers.structured import run_delete_rows, run_update_rows
+from pgactions.handlers.structured_writes import run_delete_rows, run_update_rows
 from pgactions.handlers.table_write import run_insert, run_upsert
 from pgactions.handlers.transaction import run_transaction
 

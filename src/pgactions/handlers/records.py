@@ -35,7 +35,7 @@ def run_find_rows(call: Call) -> Output:
         nulls = order.get("nulls")
         stmt = stmt.order_by(ordered.nulls_first() if nulls == "first" else ordered.nulls_last() if nulls == "last" else ordered)
     stmt = stmt.limit(inputs.get("limit", 100)).offset(inputs.get("offset", 0))
-    rows = _run(session, stmt)
+    rows = _stream_select(session, stmt)
     return Output({"rowCount": rows.count}, rows)
 
 
@@ -50,7 +50,7 @@ def run_get_row(call: Call) -> Output:
     conditions = [{"column": c, "operator": "eq", "value": v} for c, v in key.items()] + list(where)
     stmt, _table = _select(info, inputs, conditions, field="key" if key and not where else "where")
     stmt = stmt.limit(2)
-    rows = _run(session, stmt)
+    rows = _stream_select(session, stmt)
     described = ", ".join(f"{c} = {v!r}" for c, v in key.items()) or "the where conditions"
     if rows.count == 0:
         raise ActionError("NOT_FOUND", f"no row of {info.display} has {described}", extra={"table": info.display})
@@ -71,7 +71,7 @@ def _select(info: TableInfo, inputs: dict[str, Any], where: Any, field: str = "w
     return stmt, table
 
 
-def _run(session: Session, stmt: Any) -> Rows:
+def _stream_select(session: Session, stmt: Any) -> Rows:
     compiled = stmt.compile(dialect=_POSITIONAL, compile_kwargs={"render_postcompile": True})
     params = [compiled.params[name] for name in compiled.positiontup or ()]
     return session.run_statement(session.raw_cursor(), str(compiled), params)

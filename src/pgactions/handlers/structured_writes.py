@@ -32,7 +32,7 @@ def run_update_rows(call: Call) -> Output:
     info.check_columns(list(inputs["set"]), "set")
     table = info.sa_table()
     stmt = sa.update(table).values(bound_values(table, typed_values(info, inputs["set"])))
-    return _run(call, info, table, stmt)
+    return _with_conditions(call, info, table, stmt)
 
 
 def run_delete_rows(call: Call) -> Output:
@@ -41,7 +41,7 @@ def run_delete_rows(call: Call) -> Output:
         return run_sql(call)
     info = table_info(call.session, inputs["table"], inputs.get("schema"))
     table = info.sa_table()
-    return _run(call, info, table, sa.delete(table))
+    return _with_conditions(call, info, table, sa.delete(table))
 
 
 def _sql_mode(inputs: dict[str, Any], structured_fields: tuple[str, ...]) -> bool:
@@ -58,7 +58,7 @@ def _sql_mode(inputs: dict[str, Any], structured_fields: tuple[str, ...]) -> boo
     return False
 
 
-def _run(call: Call, info: Any, table: sa.Table, stmt: Any) -> Output:
+def _with_conditions(call: Call, info: Any, table: sa.Table, stmt: Any) -> Output:
     inputs = call.inputs
     where = inputs.get("where")
     if is_empty(where):
