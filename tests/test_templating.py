@@ -159,3 +159,29 @@ def test_braces_that_are_not_templates_stay_sql(runtime: Runtime, guide_db) -> N
                '{"a": {"b": 1}}'::jsonb AS doc, $x${{1}}$x$ AS dollar"""}).data
     assert out["rows"] == [{"matrix": [[1, 2], [3, 4]], "words": [["a", "b"]], "doc": {"a": {"b": 1}},
                             "dollar": "{{1}}"}]
+
+
+# Templates that compute go through the limits' hooks (docs/templating.md, "Limits"); below the
+# limits they render exactly as Jinja's own immutable sandbox renders them.
+COMPUTING = [
+    "{{ trigger.user.name | center(9) }}", "{{ trigger.ids | join(', ') }}", "{{ trigger.ids | map('string') | join }}",
+    "{{ trigger.ids | sort | list }}", "{{ trigger.ids | batch(2, 0) | list }}", "{{ trigger.ids | slice(2) | list }}",
+    "{{ trigger.ids | sum(start=10) }}", "{{ [[1], [2]] | sum(start=[]) }}", "{{ trigger.user | tojson }}",
+    "{{ trigger.user | dictsort }}", "{{ 'a b' | wordcount }}", "{{ 'x' | indent(2, true) }}", "{{ '%s=%05.1f' | format('p', trigger.price) }}",
+    "{{ '%s is %d' % (trigger.user.name, trigger.age) }}", "{{ '{}/{:>4}'.format(trigger.age, 'x') }}",
+    "{{ trigger.email.split('@') }}", "{{ '-'.join(trigger.email) }}", "{{ trigger.email.replace('.', '[dot]') }}",
+    "{{ trigger.age * 2 ** 10 }}", "{{ trigger.email ~ '!' ~ trigger.age }}", "{{ [trigger.age, trigger.ids, {'k': 1}] }}",
+    "{{ trigger.email[::-1] }}", "{{ trigger.email | replace('a', 'A') | upper | truncate(4, true, '') }}",
+    "{% for i in trigger.ids %}{{ loop.index }}={{ i }}{{ ',' if not loop.last }}{% endfor %}",
+    "{% macro tag(x) %}<{{ x }}>{% endmacro %}{% for i in trigger.ids %}{{ tag(i) }}{% endfor %}",
+    "{% set s %}[{{ trigger.age }}]{% endset %}{{ s * 2 }}", "{% filter upper %}{{ trigger.user.name }}{% endfilter %}",
+]
+
+
+@pytest.mark.parametrize("template", COMPUTING)
+def test_computing_templates_render_as_jinja_does(template) -> None:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    assert str(render_value(template, CTX)) == jinja.from_string(template).render(**CTX)
