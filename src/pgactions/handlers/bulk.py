@@ -32,7 +32,14 @@ from pgactions.db.errormap import error_context
 from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
 from pgactions.handlers.base import Call
-from pgactions.handlers.table_write import DIALECT, INSERTED_COLUMN, TableInfo, on_conflict, table_info
+from pgactions.handlers.table_write import (
+    DIALECT,
+    INSERTED_COLUMN,
+    TableInfo,
+    always_quoted,
+    on_conflict,
+    table_info,
+)
 from pgactions.render.templating import quote_identifier
 from pgactions.render.values import bytea_value
 from pgactions.spec.errors import ActionError
@@ -274,7 +281,7 @@ def _statement(info: TableInfo, columns: tuple[str, ...], target: tuple[Any, Any
     table = info.sa_table()
     source = sa.func.jsonb_populate_recordset(sa.literal_column(f"NULL::{info.qualified}"),
                                               sa.bindparam("rows", type_=sa.types.NullType()))
-    rows = source.table_valued(*(sa.column(c) for c in columns)).alias("r")
+    rows = source.table_valued(*(sa.column(always_quoted(c)) for c in columns)).alias("r")
     insert: Any = postgresql.insert(table).from_select(list(columns), sa.select(*(rows.c[c] for c in columns)))
     if update is not None:
         insert = on_conflict(insert, target[0], target[1], update)

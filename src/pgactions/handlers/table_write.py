@@ -21,7 +21,7 @@ from pgactions.render.templating import quote_identifier
 from pgactions.render.values import column_value
 from pgactions.spec.errors import ActionError
 
-__all__ = ["DIALECT", "INSERTED_COLUMN", "TableInfo", "bound_values", "on_conflict", "run_insert", "run_upsert",
+__all__ = ["DIALECT", "INSERTED_COLUMN", "TableInfo", "always_quoted", "bound_values", "on_conflict", "run_insert", "run_upsert",
            "table_info", "typed_values"]
 
 DIALECT = postgresql.psycopg.dialect()
@@ -52,8 +52,10 @@ class TableInfo:
         return quote_identifier(*([self.schema] if self.schema else []), self.name)
 
     def sa_table(self) -> sa.Table:
-        return sa.Table(self.name, sa.MetaData(), *(sa.Column(c) for c in self.columns),
-                        schema=self.schema)
+        """The table for SQLAlchemy Core, every name always quoted: SQLAlchemy leaves "plain" names
+        bare, and its test for plain lets a trailing newline through ("items\n" would name items)."""
+        return sa.Table(always_quoted(self.name), sa.MetaData(), *(sa.Column(always_quoted(c)) for c in self.columns),
+                        schema=always_quoted(self.schema) if self.schema else None)
 
     def check_columns(self, names: list[str], field: str) -> None:
         unknown = [n for n in names if n not in self.columns]
@@ -82,6 +84,10 @@ def table_info(session: Session, table: str, schema: str | None) -> TableInfo:
     columns = {r[0]: r[1] for r in rows}
     pk = tuple(r[0] for r in sorted((r for r in rows if r[3] is not None), key=lambda r: r[3]))
     return TableInfo(schema, table, columns, pk, {r[0]: r[4] for r in rows})
+
+
+def always_quoted(name: str) -> sa.sql.quoted_name:
+    return sa.sql.quoted_name(name, True)
 
 
 def typed_values(info: TableInfo, columns: dict[str, Any]) -> dict[str, Any]:

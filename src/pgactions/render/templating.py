@@ -40,7 +40,6 @@ from typing import Any
 
 from jinja2 import (
     StrictUndefined,
-    TemplateError,
     TemplateSyntaxError,
     UndefinedError,
     nodes,
@@ -83,7 +82,9 @@ _MAX_SORT_ITEMS = 100_000
 _MAX_STRIPTAGS_WORK = 2 * 10**9
 
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
-_PREPARER = postgresql.dialect().identifier_preparer
+# numeric_dollar: a dialect whose placeholders are $n does not double "%" in names (the pyformat
+# default does, so table "50%" would be named "50%%" in SQL sent without parameters).
+_PREPARER = postgresql.dialect(paramstyle="numeric_dollar").identifier_preparer
 _MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 _EMPTY = sys.getsizeof("")
 _sizeof = sys.getsizeof
@@ -1052,8 +1053,9 @@ def _budgeted(run: Callable[..., Any], max_bytes: int, max_seconds: float, *args
         _LOCAL.budget = previous
 
 
-_TEMPLATE_FAILURES = (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError,
-                      MemoryError, SyntaxError)
+# Whatever a sandboxed template raises is the template's failure (a filter given a value of the
+# wrong type may raise AttributeError or AssertionError as well as TypeError).
+_TEMPLATE_FAILURES = (Exception,)
 
 
 def render_expression(expr: str, context: dict[str, Any], max_bytes: int = MAX_VALUE_BYTES,

@@ -31,8 +31,13 @@ def _validate(manifest: Manifest, inputs: Any) -> dict[str, Any]:
         raise ActionError("INVALID_INPUT", f"the input of {manifest.id} must be an object",
                           extra={"errors": [{"path": "(input)", "message": "must be an object"}]})
     validator = manifest.input_validator()
-    if not validator.is_valid(inputs):
-        problems = sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
+    try:
+        valid = validator.is_valid(inputs)
+        problems = [] if valid else sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") the validator cannot even report on
+        raise ActionError("INVALID_INPUT", "the input holds text that is not valid Unicode (a lone surrogate)",
+                          extra={"errors": [{"path": "(input)", "message": "not valid Unicode"}]}) from None
+    if not valid:
         errors = [{"path": "/".join(map(str, e.instance_path)) or "(input)", "message": _message(e)}
                   for e in problems]
         for error in errors:  # the commonest mistake, said plainly
