@@ -21,6 +21,7 @@ from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
 from pgactions.handlers.base import Call
 from pgactions.handlers.catalog import fetch
+from pgactions.render.templating import quote_identifier
 from pgactions.render.values import bind_value
 from pgactions.spec.errors import ActionError
 
@@ -89,7 +90,8 @@ def _find(session: Session, inputs: dict[str, Any]) -> list[dict[str, Any]]:
     name, schema, types = inputs["name"], inputs.get("schema"), inputs.get("argumentTypes")
     if types is not None:
         # The server parses the signature (regprocedure input), never our SQL text.
-        target = ".".join(psql.Identifier(p).as_string(session.conn) for p in ([schema] if schema else []) + [name])
+        # quote_identifier refuses a name PostgreSQL would truncate to another routine's name.
+        target = quote_identifier(*([schema] if schema else []), name)
         row = session.conn.execute("SELECT to_regprocedure(%s)::oid::int8", [f"{target}({', '.join(types)})"]).fetchone()
         found = _routines(session, None, schema, row[0]) if row and row[0] else []
     else:
