@@ -170,3 +170,21 @@ def test_malformed_url_in_a_batch_raises_action_error_only(runtime: Runtime) -> 
         runtime.run_batch("query_rows", f"postgresql://app:{SECRET}@[::1/app", [{"inputs": {"query": "SELECT 1"}}],
                           "transaction")
     assert info.value.code in ("INVALID_CONNECTION", "INVALID_INPUT")
+
+
+def test_the_identifier_escape_found_in_review_stays_closed(runtime: Runtime, db) -> None:
+    """The repro: a session left with standard_conforming_strings off, then a hostile name through
+    the identifier filter after a backslash string, read password hashes. The next action now
+    starts with the setting on, so PostgreSQL and our lexer agree on where the string ends."""
+    profile = {**db.profile, "maxConnections": 1}
+    runtime.run("execute_query", profile, {"query": "SET standard_conforming_strings = off"})
+    hostile = "x\" FROM (SELECT 1) s --"
+    query = {"query": "SELECT 'C:\\' AS a, {{ trigger.t | identifier }} AS b --'"}
+    try:
+        out = runtime.run("query_rows", profile, query, {"trigger": {"t": hostile}}).data
+    except ActionError as error:
+        assert error.code in ("UNDEFINED_COLUMN", "SYNTAX_ERROR"), error.payload
+    else:
+        raise AssertionError(f"the hostile name ran as SQL: {out}")
+    assert runtime.run("query_rows", profile, {"query": "SHOW standard_conforming_strings"}).data["rows"] == [
+        {"standard_conforming_strings": "on"}]
