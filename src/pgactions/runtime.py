@@ -63,7 +63,7 @@ def perform(session: Session, manifest: Manifest, checked: dict[str, Any], conte
     :class:`Output` (or what *finish* makes of it while the unit is still open: the document).
     *rendered*: the inputs are data already (a batch built them from rendered items)."""
     if not rendered:
-        checked = render_inputs(checked, context, manifest.execution.get("templates", {}))
+        checked = _rendered_and_checked(manifest, checked, context)
     call = Call(session, manifest, checked, context, partial(_run_step, session))
     limit, dry_run = checked.get("maxAffectedRows"), bool(checked.get("dryRun"))
     unit = session.unit(manifest.read_only, rollback=dry_run, guarded=limit is not None) if in_transaction \
@@ -209,12 +209,24 @@ def tagged_application_name(base: str, flow: str | None, step: str | None) -> st
     return "".join(ch if " " <= ch <= "~" else "?" for ch in tag)[:63]
 
 
+def _rendered_and_checked(manifest: Manifest, checked: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with their templates rendered; an input a template turned into something its
+    field does not take (an object where a table name goes) is refused like a wrong input."""
+    rendered = render_inputs(checked, context, manifest.execution.get("templates", {}))
+    if any(rendered[name] is not value and rendered[name] != value for name, value in checked.items()):
+        validate_inputs(manifest, rendered)
+    return rendered
+
+
 def _flow_context(context: dict[str, Any] | None) -> dict[str, Any]:
     """The variables templates see: trigger, steps, now (UTC), plus whatever else the host passes."""
     merged: dict[str, Any] = {"trigger": {}, "steps": {}}
     if context is not None and not isinstance(context, dict):
         raise ActionError("INVALID_INPUT", "the flow context must be an object (trigger, steps …)",
                           extra={"field": "context"})
+    if context and "steps" in context and not isinstance(context["steps"], dict):
+        raise ActionError("INVALID_INPUT", "the flow context's steps must be an object (step id → its output)",
+                          extra={"field": "context/steps"})
     if context:
         merged.update(context)
     merged.setdefault("now", dt.datetime.now(dt.timezone.utc))

@@ -77,15 +77,16 @@ class Session:
     def __enter__(self) -> Session:
         if self.cancel is not None and self.cancel.is_set():
             raise ActionError("CANCELLED", "the action was cancelled before it started")
-        for attempt in range(3):
+        # Each pooled connection may carry a reset whose answer failed (the server restarted …):
+        # such a one is closed and the next taken; after the pool's size, a fresh one comes.
+        for _attempt in range(self.profile.maxConnections + 1):
             self._pool, self.conn = self.pools.checkout(self.profile)
             self._watch = self.watchdog.arm(self.conn, self.timeout, self.cancel)
-            if self._finish_reset() or attempt == 2:
+            if self._finish_reset():
                 return self
-            # The reset the previous action sent failed (the server went away …): another one.
             self.watchdog.disarm(self._watch)
             self._pool.put(self.conn, discard=True)
-        return self
+        raise ActionError("CONNECTION_LOST", "no pooled connection could be made ready; try again")
 
     def _finish_reset(self) -> bool:
         """Read the answer to the reset the previous action sent (usually here already, so no
