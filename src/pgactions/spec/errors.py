@@ -260,9 +260,13 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         sqlstates=("42P02", "42P10")),
     "TEMPLATE_ERROR": ErrorSpec(
         "A {{ template }} could not be rendered.",
-        "The template refers to a value that does not exist in the flow data, or is not valid Jinja.",
+        "The template refers to a value that does not exist in the flow data, or is not valid Jinja; "
+        "or it was stopped for passing a limit on what a template may compute (the size of a value, "
+        "the total it makes, the size of an integer, its time, or how deeply it nests or recurses).",
         ("Check the path (e.g. trigger.email) exists in the data of the trigger or earlier step.",
-         "Use a default: {{ trigger.email | default('') }}.")),
+         "Use a default: {{ trigger.email | default('') }}.",
+         "If the template was stopped (the error's limit field names the limit), make it compute less: "
+         "build the big value in SQL or in an earlier step, or work on a smaller part of the data.")),
     "UNKNOWN_ACTION": ErrorSpec(
         "There is no action with this id.",
         "The action id is not one of the installed actions.",
