@@ -7,7 +7,13 @@
     autocommit connection (execute + fetchall).  Target: ≤ 2x psycopg's latency.
 (b) streaming: query_rows reading up to the 10 MB cap, and 1,000,000 rows with the cap lifted,
     vs psycopg dict_row + orjson over fetchall().  Target: ≥ 1.0x psycopg's rows/s.  Peak memory
-    (max RSS) of each variant is measured in its own child process.
+    (max RSS) of each variant is measured in its own child process.  Variants: query_rows in a
+    fresh process (the statement never seen: small first chunks), the same query run a second
+    time (chunk size learned), the CLI printing to stdout, the CLI with --output FILE; with
+    --before SRC also the code of another source tree (an older commit), in the same run.
+    Targets with the cap lifted: in memory ≤ 2x the output + 100 MB; --output FILE ≤ 150 MB.
+
+    python bench/run.py --sections b --before /tmp/before/src
 (c) bulk writes: insert_rows / upsert_rows of 100,000 rows vs psycopg COPY, executemany and
     per-row loops (bench/bulk.py, also runnable alone).
 """
@@ -20,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -108,32 +115,84 @@ def bench_point(url: str) -> dict[str, float]:
 
 
 # -- (b) streaming -------------------------------------------------------------------------------
+VARIANTS = {
+    "psycopg": "psycopg dict_row + orjson fetchall",
+    "pgactions": "pgactions query_rows",
+    "repeated": "pgactions, the same query run before",
+    "cli-stdout": "pgactions CLI to stdout",
+    "cli-file": "pgactions CLI --output FILE",
+}
+
+
 def child(variant: str, url: str, limit: int) -> None:
-    """One streaming variant in a fresh process: prints rows/s and max RSS as JSON."""
+    """One streaming variant in a fresh process: prints rows/s and max RSS as JSON.
+
+    ``pgactions`` times the query's first run (its chunk size not learned yet), ``repeated`` its
+    second (chunk size learned, as in a long-lived host); both on a runtime that has run
+    ``SELECT 1`` (connected, manifests loaded).  The CLI variants time the whole command.
+    """
     sql = STREAM_SQL + (f" ORDER BY id LIMIT {limit}" if limit else "")
+    cap = 10 * 1024 * 1024 if limit else 10**10
+    profile = {"url": url, "sslMode": "disable"}
+    runtime = Runtime(Limits(max_result_bytes=cap))
+    if variant in ("pgactions", "repeated"):
+        runtime.run("query_rows", profile, {"query": "SELECT 1"})
+        if variant == "repeated":
+            runtime.run("query_rows", profile, {"query": sql})
     started = time.perf_counter()
     if variant == "psycopg":
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             rows = conn.execute(sql).fetchall()
             out = orjson.dumps({"rows": rows, "rowCount": len(rows)}, default=_psycopg_default,
                                option=orjson.OPT_UTC_Z)
-            count = len(rows)
+            count, size = len(rows), len(out)
+    elif variant.startswith("cli"):
+        count, size = _run_cli(variant, url, sql, cap)
     else:
-        cap = 10 * 1024 * 1024 if limit else 10**10
-        with Runtime(Limits(max_result_bytes=cap)) as runtime:
-            result = runtime.run("query_rows", {"url": url, "sslMode": "disable"}, {"query": sql})
-            out = result.json
-            count = int(out[out.rindex(b":") + 1:-1])
+        out = runtime.run("query_rows", profile, {"query": sql}).json
+        count, size = int(out[out.rindex(b":") + 1:-1]), len(out)
     elapsed = time.perf_counter() - started
-    print(json.dumps({"rows": count, "seconds": elapsed, "bytes": len(out),
+    runtime.close()
+    print(json.dumps({"rows": count, "seconds": elapsed, "bytes": size,
                       "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_child(variant: str, url: str, limit: int) -> dict[str, float]:
+def _run_cli(variant: str, url: str, sql: str, cap: int) -> tuple[int, int]:
+    """``pgactions run query_rows`` in this process: to stdout (sent to /dev/null) or --output."""
+    from pgactions.cli import main as cli_main
+
+    args = ["run", "query_rows", "-c", url + "?sslmode=disable", "-i", json.dumps({"query": sql}),
+            "--max-result-bytes", str(cap)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "out.json")
+        saved = os.dup(1)
+        with open(os.devnull if variant == "cli-stdout" else path, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                code = cli_main(args + (["--output", path] if variant == "cli-file" else []))
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+        if code != 0:
+            raise SystemExit(f"the CLI exited {code}")
+        if variant == "cli-stdout":
+            return -1, -1
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            file.seek(-40, os.SEEK_END)
+            tail = file.read()
+        return int(tail[tail.rindex(b":") + 1:-1]), size
+
+
+def run_child(variant: str, url: str, limit: int, source: str | None = None) -> dict[str, float]:
+    """The best of two fresh processes; *source*: another pgactions source tree (PYTHONPATH)."""
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
     best: dict[str, float] | None = None
     for _ in range(2):
         out = subprocess.run([sys.executable, __file__, "--child", variant, "--url", url, "--limit", str(limit)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=env)
         result = json.loads(out.stdout)
         if best is None or result["seconds"] < best["seconds"]:
             best = result
@@ -141,11 +200,36 @@ def run_child(variant: str, url: str, limit: int) -> dict[str, float]:
     return best
 
 
+def bench_streaming(url: str, before: str | None) -> None:
+    for title, limit in (("up to the 10 MB cap", CAPPED_ROWS), (f"{ROWS:,} rows, cap lifted", 0)):
+        runs: list[tuple[str, dict[str, float]]] = [("psycopg", run_child("psycopg", url, limit))]
+        if before:
+            runs.append(("before: " + VARIANTS["pgactions"], run_child("pgactions", url, limit, before)))
+            if not limit:
+                runs.append(("before: " + VARIANTS["cli-stdout"], run_child("cli-stdout", url, limit, before)))
+        ours = run_child("pgactions", url, limit)
+        runs.append((VARIANTS["pgactions"], ours))
+        runs += [(VARIANTS[v], run_child(v, url, limit)) for v in ("repeated", "cli-stdout", "cli-file")]
+        base_rate = runs[0][1]["rows"] / runs[0][1]["seconds"]
+        print(f"\n(b) stream {title} ({ours['rows']:,} rows, {ours['bytes'] / 1e6:.1f} MB JSON)")
+        for name, result in runs:
+            rows = result["rows"] if result["rows"] >= 0 else ours["rows"]
+            rate = rows / result["seconds"]
+            print(f"    {name + ':':42} {rate:12,.0f} rows/s  {rate / base_rate:5.2f}x  "
+                  f"max RSS {result['max_rss_mb']:7.1f} MB")
+        print("    targets: ≥ 1.0x psycopg's rows/s; cap lifted: in memory ≤ 2x the output + 100 MB "
+              f"({2 * ours['bytes'] / 2**20 + 100:.0f} MB), --output FILE ≤ 150 MB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--sections", default="abc", help="which of (a), (b), (c) to run (default: abc)")
+    parser.add_argument("--before", metavar="SRC", default=None,
+                        help="(b) also runs pgactions from this source tree (e.g. a worktree of an older "
+                             "commit: git worktree add /tmp/before <commit>; --before /tmp/before/src)")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.url, args.limit)
@@ -157,29 +241,23 @@ def main() -> int:
             for statement in SETUP.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        point = bench_point(url)
-        print("\n(a) query_rows by primary key, warm pool "
-              f"({POINT_CALLS:,} calls, best of 5 interleaved rounds)")
-        print(f"    raw psycopg (RawCursor, autocommit, auto-prepared): {point['raw_us']:8.1f} µs/call")
-        print(f"    raw psycopg, prepared statements off:               {point['unprepared_us']:8.1f} µs/call")
-        print(f"    pgactions query_rows:                               {point['ours_us']:8.1f} µs/call")
-        print(f"    ratio vs auto-prepared psycopg:                     {point['ours_us'] / point['raw_us']:8.2f}x"
-              "  (target ≤ 2x)")
-        print(f"    ratio vs unprepared psycopg:                        "
-              f"{point['ours_us'] / point['unprepared_us']:8.2f}x")
-
-        for title, limit in (("up to the 10 MB cap", CAPPED_ROWS), ("1,000,000 rows, cap lifted", 0)):
-            base = run_child("psycopg", url, limit)
-            ours = run_child("pgactions", url, limit)
-            base_rate = base["rows"] / base["seconds"]
-            our_rate = ours["rows"] / ours["seconds"]
-            print(f"\n(b) stream {title} ({ours['rows']:,} rows, {ours['bytes'] / 1e6:.1f} MB JSON)")
-            print(f"    psycopg dict_row + orjson fetchall: {base_rate:12,.0f} rows/s  max RSS {base['max_rss_mb']:7.1f} MB")
-            print(f"    pgactions query_rows:               {our_rate:12,.0f} rows/s  max RSS {ours['max_rss_mb']:7.1f} MB")
-            print(f"    ratio (pgactions / psycopg rows/s):  {our_rate / base_rate:8.2f}x  (target ≥ 1.0x)")
-
-        report_bulk(bench_bulk(url))  # (c)
+        if "a" in args.sections:
+            report_point(bench_point(url))
+        if "b" in args.sections:
+            bench_streaming(url, args.before)
+        if "c" in args.sections:
+            report_bulk(bench_bulk(url))
     return 0
+
+
+def report_point(point: dict[str, float]) -> None:
+    print(f"\n(a) query_rows by primary key, warm pool ({POINT_CALLS:,} calls, best of 5 interleaved rounds)")
+    print(f"    raw psycopg (RawCursor, autocommit, auto-prepared): {point['raw_us']:8.1f} µs/call")
+    print(f"    raw psycopg, prepared statements off:               {point['unprepared_us']:8.1f} µs/call")
+    print(f"    pgactions query_rows:                               {point['ours_us']:8.1f} µs/call")
+    print(f"    ratio vs auto-prepared psycopg:                     {point['ours_us'] / point['raw_us']:8.2f}x"
+          "  (target ≤ 2x)")
+    print(f"    ratio vs unprepared psycopg:                        {point['ours_us'] / point['unprepared_us']:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 Exit codes, the contract scripts rely on (README, "From a shell"):
 
-* 0 — success: the output object as JSON on stdout.
+* 0 — success: the output object as JSON on stdout (with ``--output FILE``: in FILE, written through
+  a temporary file beside it and renamed into place once the action succeeded and committed;
+  nothing on stdout).
 * 1 — the action failed: ``{"error": {...}}`` on stdout (test-connection: its report, with
   ``"ok": false`` and the ``error``), and one line on stderr: ``pgactions: CODE: message (detail)``.
+  With ``--output`` no file is left behind (neither FILE nor a temporary one).
 * 2 — usage error: the usage and the message on stderr, nothing on stdout.
 * 3 — a batch in ``independent`` mode ran and some items failed: the batch output on stdout and a
   one-line summary on stderr naming the first failure.
@@ -134,7 +137,9 @@ def _finite_float(text: str) -> float:
 
 def _print_json(value: Any) -> None:
     data = value if isinstance(value, bytes) else orjson.dumps(value, option=orjson.OPT_INDENT_2)
-    sys.stdout.buffer.write(data + b"\n")
+    out = sys.stdout.buffer
+    out.write(data)  # the document is complete before anything is printed; never copied here
+    out.write(b"\n")
     sys.stdout.flush()
 
 
@@ -193,6 +198,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     run.add_argument("--max-result-bytes", type=_positive_int, default=None,
                      help="output size limit in bytes (default 10 MB)")
     run.add_argument("--numeric-as-number", action="store_true", help="emit numeric values as JSON numbers")
+    run.add_argument("--output", "-o", metavar="FILE", default=None,
+                     help="write the output to FILE instead of stdout (streamed, in place only once the action "
+                          "succeeded; nothing on stdout then)")
     run.add_argument("--flow", default=None, help="flow name, shown in pg_stat_activity's application_name")
     run.add_argument("--step", default=None, help="step name, shown in pg_stat_activity's application_name")
     test = commands["test-connection"] = sub.add_parser("test-connection", help="check a connection step by step")
@@ -338,18 +346,49 @@ def _run(args: argparse.Namespace) -> int:
     if context is not None and not isinstance(context, dict):
         raise UsageError("--context must be a JSON object")
     spec, source = _connection(args)
+    sink = _output_sink(args.output) if args.output is not None else None
     limits = Limits(numeric_as_number=args.numeric_as_number,
                     **({"max_result_bytes": args.max_result_bytes} if args.max_result_bytes else {}))
-    with Runtime(limits) as runtime:
-        profile = _load(spec, source)
-        if items is None:
-            result = runtime.run(args.action, profile, inputs, context, flow=args.flow, step=args.step)
-            _print_json(result.json)
-            return EXIT_OK
-        mode = args.batch_mode or "independent"
-        result = runtime.run_batch(args.action, profile, items, mode, context, flow=args.flow, step=args.step)
-        _print_json(result.json)
+    try:
+        with Runtime(limits) as runtime:
+            profile = _load(spec, source)
+            if items is None:
+                # With --output the rows stream to the file; on stdout the document is printed
+                # only once complete, so a failure never leaves half of one.
+                result = runtime.run(args.action, profile, inputs, context, flow=args.flow, step=args.step,
+                                     sink=sink)
+                if sink is None:
+                    _print_json(result.json)
+                return EXIT_OK
+            mode = args.batch_mode or "independent"
+            result = runtime.run_batch(args.action, profile, items, mode, context, flow=args.flow, step=args.step)
+            if sink is None:
+                _print_json(result.json)
+            else:  # a batch's output is in memory (within the cap): written once it committed
+                sink.take(result.json, len(result.json))
+                sink.commit()
+    finally:
+        if sink is not None:
+            sink.discard()  # whatever is left (nothing after a success)
     return _batch_status(result.data)
+
+
+def _output_sink(path: str) -> Any:
+    """--output: the file sink, checked before anything runs (its folder must be writable)."""
+    from pgactions.db.output import FileSink
+
+    if not path:
+        raise UsageError("--output needs a file name")
+    sink = FileSink(path)
+    if not os.path.isdir(sink.folder):
+        raise UsageError(f"--output: the folder {sink.folder} does not exist")
+    try:
+        sink.check()
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+    except ValueError:  # a NUL in the path
+        raise UsageError(f"--output: cannot write {path!r}: not a valid path") from None
+    return sink
 
 
 def _batch_status(data: dict[str, Any]) -> int:

@@ -28,7 +28,7 @@ from pgactions.batching import MODES, normalize_items, run_batch_mode
 from pgactions.connection.profiles import ConnectionProfile, load_profile
 from pgactions.db.connect import PoolCache
 from pgactions.db.errormap import scrub
-from pgactions.db.output import Output, serialize
+from pgactions.db.output import FileSink, Output, serialize
 from pgactions.db.session import Session
 from pgactions.db.watchdog import Watchdog
 from pgactions.handlers import HANDLERS, Call
@@ -45,14 +45,22 @@ log = logging.getLogger("pgactions")
 
 @dataclass
 class ActionResult:
-    """An action's output: ``json`` is exactly what the CLI prints; ``data`` the parsed object."""
+    """An action's output: ``json`` is exactly what the CLI prints; ``data`` the parsed object.
+
+    When the output was written to a file (``Runtime.run(…, sink=FileSink(path))``), ``json`` is
+    empty and ``path`` names the file.
+    """
 
     action: str
     json: bytes
     elapsed_ms: float = field(default=0.0)
+    path: str | None = None
 
     @cached_property
     def data(self) -> dict[str, Any]:
+        if self.path is not None and not self.json:
+            with open(self.path, "rb") as file:
+                return orjson.loads(file.read())
         return orjson.loads(self.json)
 
 
@@ -113,11 +121,14 @@ class Runtime:
     def run(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
             inputs: dict[str, Any], context: dict[str, Any] | None = None, *,
             flow: str | None = None, step: str | None = None,
-            cancel: threading.Event | None = None) -> ActionResult:
+            cancel: threading.Event | None = None, sink: FileSink | None = None) -> ActionResult:
         """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure.
 
         *flow* and *step* tag the session's ``application_name`` (seen in pg_stat_activity) so a
         DBA can tell which flow runs a query; setting *cancel* stops the action (CANCELLED).
+        With a *sink* the output goes to its file instead of memory: rows stream to a temporary
+        file beside it (the cap still applies), renamed into place once the action succeeded and
+        its transaction committed, and removed when it fails.
         """
         started = time.perf_counter()
         secrets: tuple[str, ...] = ()
@@ -129,19 +140,28 @@ class Runtime:
                                               manifest.default_timeout)
             flow_context = _flow_context(context)
             with self._session(profile, timeout, flow, step, cancel) as session:
-                document = self._perform_alone(session, manifest, checked, flow_context)
+                session.spill_to = sink
+                document = self._perform_alone(session, manifest, checked, flow_context, sink)
+            if sink is not None:
+                sink.commit()  # the transaction committed: the output file goes in place
         except ActionError as exc:
+            if sink is not None:
+                sink.discard()
             exc.payload = scrub(exc.payload, secrets)
             log.info("action %s failed with %s after %.1f ms", action_id, exc.code,
                      (time.perf_counter() - started) * 1000)
             raise
+        except BaseException:
+            if sink is not None:
+                sink.discard()
+            raise
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("action %s ok in %.1f ms", action_id, elapsed)
-        return ActionResult(action_id, document, elapsed)
+        return ActionResult(action_id, document, elapsed, sink.path if sink is not None else None)
 
     def _perform_alone(self, session: Session, manifest: Manifest, checked: dict[str, Any],
-                       context: dict[str, Any]) -> bytes:
-        finish = partial(serialize, limit=self.limits.max_result_bytes)
+                       context: dict[str, Any], sink: FileSink | None = None) -> bytes:
+        finish = partial(serialize, limit=self.limits.max_result_bytes, sink=sink)
         try:
             return perform(session, manifest, checked, context, finish=finish)  # type: ignore[no-any-return]
         except psycopg.errors.ActiveSqlTransaction:

@@ -6,19 +6,29 @@ were read (so the rows are never held as Python objects and JSON at once).  Ever
 reads is written through one :class:`OutputBudget`, shared by every statement of the action (a
 transaction's steps, a batch's items), so reading stops as soon as the cap is passed; the final
 :func:`serialize` checks the whole document once more, so no path can hand out more than the cap.
+
+The rows' JSON is held once: :func:`serialize` finishes the document in the rows' own buffer and
+hands that memory over (no copy).  For an output written to a file (:class:`FileSink`, the CLI's
+``--output``), rows past :data:`SPILL_BYTES` go to a temporary file beside it as they are read,
+which becomes the document: memory stays at about one batch whatever the size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+import errno
+import io
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
 
 import orjson
 
 from pgactions.db.convert import to_json_bytes
 from pgactions.spec.errors import ActionError
 
-__all__ = ["Output", "OutputBudget", "Rows", "serialize"]
+__all__ = ["SPILL_BYTES", "FileSink", "Output", "OutputBudget", "Rows", "serialize"]
 
 
 class OutputBudget:
@@ -31,9 +41,14 @@ class OutputBudget:
         self.used = 0
 
     def charge(self, size: int) -> None:
-        self.used += size
-        if self.used > self.limit:
-            raise too_large(self.limit, f"reading stopped after about {self.used - size:,} bytes")
+        used = self.used + size
+        if used > self.limit:  # what is refused is not counted: a script may skip those rows
+            raise too_large(self.limit, f"reading stopped after about {self.used:,} bytes")
+        self.used = used
+
+    def refund(self, size: int) -> None:
+        """Give back what rows that will not be output were charged (a script's earlier results)."""
+        self.used -= size
 
 
 def too_large(limit: int, detail: str) -> ActionError:
@@ -41,38 +56,107 @@ def too_large(limit: int, detail: str) -> ActionError:
                        extra={"limitBytes": limit})
 
 
-@dataclass
-class Rows:
-    """Rows serialized as they arrived: ``body`` is the inside of a JSON array."""
+# Every buffer of rows starts with the document's own opening, so the document can be finished in
+# place (its closing and the head appended): no copy of the rows is made on the way out.
+_PREFIX = b'{"rows":['
+_START = len(_PREFIX)
+SPILL_BYTES = 1024 * 1024  # with a FileSink, rows beyond this go to a temporary file beside the output
 
-    body: bytearray = field(default_factory=bytearray)
-    count: int = 0
-    columns: list[str] = field(default_factory=list)
-    returned_rows: bool = True  # False for a statement without a result set (UPDATE w/o RETURNING)
-    command_rows: int = 0  # rows such a statement changed
+
+class Rows:
+    """Rows serialized as they arrived, the inside of a JSON array (``size`` bytes).
+
+    They live in a growable buffer (``io.BytesIO``, whose ``getvalue()`` hands its memory over
+    without copying), or, when the runtime writes the output to a file (*spill*: its
+    :class:`FileSink`), in a temporary file of the sink's once they pass :data:`SPILL_BYTES`.
+    """
+
+    def __init__(self, *, returned_rows: bool = True, command_rows: int = 0,
+                 spill: FileSink | None = None) -> None:
+        self.count = 0
+        self.size = 0
+        self.columns: list[str] = []
+        self.returned_rows = returned_rows  # False for a statement without a result set (UPDATE w/o RETURNING)
+        self.command_rows = command_rows  # rows such a statement changed
+        self._spill = spill
+        self._out: BinaryIO = io.BytesIO()
+        self._out.write(_PREFIX)
+        self._file = False  # _out is a temporary file (spilled)
+
+    def __repr__(self) -> str:
+        return f"Rows(count={self.count}, size={self.size}, columns={self.columns!r})"
 
     @property
     def row_count(self) -> int:
         return self.count if self.returned_rows else self.command_rows
 
+    @property
+    def in_file(self) -> bool:
+        return self._file
+
     def append_batch(self, encoded_array: bytes, count: int, budget: OutputBudget) -> None:
         """Add the rows of one JSON array (``[{…},{…}]``) serialized by :func:`to_json_bytes`."""
         inside = len(encoded_array) - 2
         budget.charge(inside + 1)
-        if self.body:
-            self.body += b","
-        self.body += memoryview(encoded_array)[1:-1]
+        out = self._out
+        if self.size:
+            out.write(b",")
+            self.size += 1
+        try:
+            out.write(memoryview(encoded_array)[1:-1])
+        except OSError as exc:  # only a file fails: disk full …
+            raise cast(FileSink, self._spill).write_error(exc) from None
+        self.size += inside
         self.count += count
+        if self._spill is not None and not self._file and self.size > SPILL_BYTES:
+            self._to_file(self._spill)
+
+    def _to_file(self, sink: FileSink) -> None:
+        memory = cast(io.BytesIO, self._out)
+        try:
+            file = sink.temp_file()
+            with memory.getbuffer() as view:
+                file.write(view[:_START + self.size])
+        except OSError as exc:
+            raise sink.write_error(exc) from None
+        self._out, self._file = file, True
+
+    def inside(self) -> bytes:
+        """The rows' JSON without the brackets (a copy)."""
+        if self._file:
+            self._out.flush()
+            return os.pread(self._out.fileno(), self.size, _START)
+        with cast(io.BytesIO, self._out).getbuffer() as view:
+            return bytes(view[_START:_START + self.size])
 
     def as_array(self) -> bytes:
-        return b"[" + bytes(self.body) + b"]"
+        return b"".join((b"[", self.inside(), b"]"))
 
     def parsed(self) -> list[Any]:
         return orjson.loads(self.as_array())
 
     def first(self) -> Any:
         """The first row as a JSON fragment (Get Row returns exactly one)."""
-        return orjson.Fragment(self.as_array()[1:-1]) if self.count == 1 else None
+        return orjson.Fragment(self.inside()) if self.count == 1 else None
+
+    def document_size(self, head: bytes) -> int:
+        return _START + self.size + (len(head) + 1 if len(head) > 2 else 2)
+
+    def finish(self, head: bytes) -> bytes | BinaryIO:
+        """The document, finished in place: bytes (no copy: the buffer's own memory), or the
+        temporary file the rows spilled to, rows and head written."""
+        out = self._out
+        out.seek(_START + self.size)
+        out.truncate()
+        out.write(_tail(head))
+        if self._file:
+            out.flush()
+            return out
+        return cast(io.BytesIO, out).getvalue()
+
+
+def _tail(head: bytes) -> bytes:
+    return b"]," + head[1:] if len(head) > 2 else b"]}"
 
 
 @dataclass
@@ -94,15 +178,97 @@ class Output:
         return data
 
 
-def serialize(output: Output, limit: int) -> bytes:
-    """The output document: rows first (as the integration guide shows them), then the head."""
+def serialize(output: Output, limit: int, sink: FileSink | None = None) -> bytes:
+    """The output document: rows first (as the integration guide shows them), then the head.
+
+    Built without copying the rows; with a *sink*, the document goes there (rows that spilled to
+    one of its temporary files stay there) and ``b""`` is returned.
+    """
     head = to_json_bytes(output.head)
-    if output.rows is None:
-        document = head
-    elif len(head) > 2:
-        document = b'{"rows":[' + output.rows.body + b"]," + head[1:]
-    else:
-        document = b'{"rows":[' + output.rows.body + b"]}"
-    if len(document) > limit:
-        raise too_large(limit, f"this output is {len(document):,} bytes")
-    return bytes(document)
+    rows = output.rows
+    size = len(head) if rows is None else rows.document_size(head)
+    if size > limit:
+        raise too_large(limit, f"this output is {size:,} bytes")
+    document = head if rows is None else rows.finish(head)
+    if sink is None:
+        if isinstance(document, bytes):
+            return document
+        document.seek(0)  # rows spilled without a sink to take them (not done by the runtime)
+        return document.read()
+    sink.take(document, size)
+    return b""
+
+
+class FileSink:
+    """The output document written to *path*: into a temporary file in the same folder, renamed
+    into place by :meth:`commit` (after the action's transaction committed), or removed by
+    :meth:`discard`.  The temporary files are ``.NAME.XXXXXXXX.tmp`` beside the output."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.folder, self.name = os.path.split(self.path)
+        self.size = 0
+        self._temps: dict[str, BinaryIO] = {}
+        self._document: str | None = None
+
+    def check(self) -> None:
+        """Refuse a path that cannot be written, before anything runs (OSError says why)."""
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", self.path)
+        self.temp_file()
+        self.discard()
+
+    def temp_file(self) -> BinaryIO:
+        """A new temporary file in the output's folder (created with the umask's permissions);
+        OSError when the folder cannot be written."""
+        for _ in range(100):
+            name = os.path.join(self.folder, f".{self.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except FileExistsError:
+                continue
+            file = self._temps[name] = os.fdopen(fd, "w+b")
+            return file
+        raise FileExistsError(errno.EEXIST, "no free temporary name", self.folder)
+
+    def take(self, document: bytes | BinaryIO, size: int) -> None:
+        """*document* is the output: bytes, or one of this sink's temporary files."""
+        try:
+            if isinstance(document, bytes):
+                file = self.temp_file()
+                file.write(document)
+            else:
+                file = document
+            file.flush()
+            os.fsync(file.fileno())
+        except OSError as exc:
+            raise self.write_error(exc) from None
+        self._document = next(name for name, f in self._temps.items() if f is file)
+        self.size = size
+
+    def write_error(self, exc: OSError) -> ActionError:
+        return ActionError("INVALID_INPUT", f"cannot write the output file {self.path}: {exc.strerror or exc}",
+                           extra={"field": "output"})
+
+    def commit(self) -> None:
+        """Put the document in place (an atomic rename) and remove any other temporary file."""
+        if self._document is None:
+            raise RuntimeError("no output document to commit")
+        name = self._document
+        try:
+            self._temps[name].close()
+            os.replace(name, self.path)
+            del self._temps[name]  # in place: not a temporary file any more
+        except OSError as exc:
+            raise self.write_error(exc) from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove every temporary file (the action failed, or they were left over)."""
+        for name, file in list(self._temps.items()):
+            file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        self._temps.clear()
+        self._document = None

@@ -33,7 +33,7 @@ from pgactions.db.connect import (
 )
 from pgactions.db.convert import to_json_bytes
 from pgactions.db.errormap import map_exception
-from pgactions.db.output import OutputBudget, Rows
+from pgactions.db.output import FileSink, OutputBudget, Rows
 from pgactions.db.pool import closed_by_server
 from pgactions.db.watchdog import Watchdog
 from pgactions.limits import Limits
@@ -328,10 +328,16 @@ class Session:
             state.cursor = psycopg.RawCursor(self.conn)
         return state.cursor
 
+    #: Where rows may go once they outgrow memory: the runtime's FileSink for an action whose
+    #: output is written to a file; None keeps them in memory.
+    spill_to: FileSink | None = None
+
     def run_statement(self, cur: psycopg.Cursor[Any], sql: str, params: Any) -> Rows:
         """Run one statement; serialize its rows (if any) while reading, within the output budget.
 
-        Rows arrive in chunks, so memory holds at most the serialized output (≤ the cap) plus one
+        Rows arrive in chunks sized by bytes (:data:`streaming.WIDTHS`: the widest row seen for
+        this SQL text before; a text never seen gets small chunks), and are serialized in batches
+        sized by bytes too, so memory holds the serialized output (≤ the cap) plus about one
         chunk; passing the cap cancels the rest of the query.  The extended protocol is used, so
         the text must be a single statement.
         """
@@ -339,11 +345,19 @@ class Session:
         sql = sys.intern(sql)
         if not streaming.SUPPORTED:
             return self._run_with_public_api(cur, sql, params)
-        results = streaming.stream_results(cur, sql, params, STREAM_CHUNK_ROWS)
+        widest = streaming.WIDTHS.get(sql)
+        writer = _RowWriter(Rows(spill=self.spill_to), self.budget, widest)
+        batches = streaming.stream_rows(cur, sql, params, streaming.WIDTHS.chunk_rows(widest),
+                                        lambda: writer.limit)
         try:
-            rows = self._serialize(cur, (cur._tx.load_rows(0, r.ntuples, cur._make_row) for r in results))
+            for batch in batches:
+                if writer.names is None:
+                    writer.names = _column_names(cur.pgresult)
+                writer.write(batch)
+            rows = writer.finish(cur.pgresult)
         finally:
-            results.close()
+            batches.close()
+            streaming.WIDTHS.note(sql, writer.widest)  # also (above all) when the cap stopped it
         final = cur.pgresult
         if final is not None and final.status == pq.ExecStatus.COMMAND_OK:
             return Rows(returned_rows=False, command_rows=final.command_tuples or 0)
@@ -352,11 +366,26 @@ class Session:
     def _run_with_public_api(self, cur: psycopg.Cursor[Any], sql: str, params: Any) -> Rows:
         """The same with psycopg's public API only (no prepared statements while streaming)."""
         if statement_info(sql).returns_rows:
-            stream = cast(Generator[Any, None, None], cur.stream(sql, params, size=STREAM_CHUNK_ROWS))
+            widest = streaming.WIDTHS.get(sql)
+            writer = _RowWriter(Rows(spill=self.spill_to), self.budget, widest)
+            stream = cast(Generator[Any, None, None],
+                          cur.stream(sql, params, size=streaming.WIDTHS.chunk_rows(widest)))
             try:
-                return self._serialize(cur, _batched(stream))
+                batch: list[Any] = []
+                for row in stream:
+                    batch.append(row)
+                    if len(batch) >= writer.limit:
+                        if writer.names is None:
+                            writer.names = _column_names(cur.pgresult)
+                        writer.write(batch)
+                        batch = []
+                if batch and writer.names is None:
+                    writer.names = _column_names(cur.pgresult)
+                writer.write(batch)
+                return writer.finish(cur.pgresult)
             finally:
                 stream.close()
+                streaming.WIDTHS.note(sql, writer.widest)
         # Prepared (a single statement, as above) unless the connection must not prepare (PgBouncer).
         cur.execute(sql, params, prepare=None if self.conn.prepare_threshold is None else True)
         return self.read_rows(cur)
@@ -365,26 +394,120 @@ class Session:
         """Serialize the rows of a statement already executed, within the output budget."""
         if not cur.pgresult or cur.pgresult.status != pq.ExecStatus.TUPLES_OK:
             return Rows(returned_rows=False, command_rows=max(cur.rowcount, 0))
-        return self._serialize(cur, iter(lambda: cur.fetchmany(STREAM_CHUNK_ROWS), []))
+        writer = _RowWriter(Rows(spill=self.spill_to), self.budget, 0)
+        writer.names = _column_names(cur.pgresult)
+        while True:
+            batch = cur.fetchmany(writer.limit)
+            if not batch:
+                break
+            writer.write(batch)
+        return writer.finish(cur.pgresult)
+
+    def run_script(self, cur: psycopg.Cursor[Any], script: str, statements: int) -> Rows:
+        """Several statements without parameters, sent as one text (the simple protocol); the
+        outcome of the last one.
+
+        Results are read in chunks as they come and serialized under the budget; the next
+        statement's result replaces them (their charge is given back), so an earlier statement's
+        rows are never all in memory.  The last statement is the one at index *statements* − 1
+        (PostgreSQL's parser counted them): passing the cap there stops the script at once.  An
+        earlier result that passes the cap is skipped, and fails the action only should it turn
+        out to be the last after all.
+        """
+        if not streaming.SUPPORTED:  # psycopg's public API: every result is read whole
+            cur.execute(script)
+            while cur.nextset():
+                pass
+            return self.read_rows(cur)
+        script = sys.intern(script)
+        widest = streaming.WIDTHS.get(script)
+        budget = self.budget
+        outcome = Rows(returned_rows=False)  # the outcome of the latest statement finished
+        writer: _RowWriter | None = None  # the rows of the statement being read
+        skipping: ActionError | None = None  # that statement's rows passed the cap
+        too_large: ActionError | None = None  # the latest statement finished passed the cap
+        index = 0  # the statement whose result is coming
+        results = streaming.script_results(cur, script, streaming.WIDTHS.chunk_rows(widest))
+        try:
+            for res in results:
+                if res.status in _CHUNKS:
+                    if skipping is not None:
+                        continue
+                    if writer is None:  # a new result set: the previous outcome is replaced
+                        budget.refund(_charged(outcome))
+                        outcome = Rows(returned_rows=False)
+                        writer = _RowWriter(Rows(spill=self.spill_to), budget, widest)
+                        writer.names = _column_names(res)
+                    try:
+                        writer.add_chunk(cur._tx, res, cur._make_row)
+                    except ActionError as exc:
+                        if exc.code != "RESULT_TOO_LARGE" or index >= statements - 1:
+                            raise
+                        budget.refund(_charged(writer.rows))
+                        widest = max(widest, writer.widest)
+                        skipping, writer = exc, None
+                    continue
+                # The end of one statement's result.
+                too_large, skipping = skipping, None
+                if writer is not None:
+                    outcome = writer.finish(res)
+                    widest = max(widest, writer.widest)
+                    writer = None
+                elif too_large is None:
+                    budget.refund(_charged(outcome))
+                    if res.status == pq.ExecStatus.TUPLES_OK:
+                        outcome = Rows()
+                        outcome.columns = _column_names(res)
+                    else:
+                        outcome = Rows(returned_rows=False, command_rows=res.command_tuples or 0)
+                index += 1
+        finally:
+            results.close()
+            streaming.WIDTHS.note(script, max(widest, writer.widest if writer is not None else 0))
+        if too_large is not None:
+            raise too_large
+        return outcome
 
     def query(self, sql: Any, params: Any = None) -> list[dict[str, Any]]:
-        """A small query of our own (the catalog, a routine's shape): its rows as dicts, read
-        through the output budget so even a huge catalog cannot exceed the cap."""
-        cur = self.conn.cursor()
-        cur.execute(sql, params)
-        return self.read_rows(cur).parsed()
+        """A small query of our own (the catalog, a routine's shape): its rows as dicts, read in
+        chunks through the output budget so even a huge catalog cannot exceed the cap."""
+        text = sql if isinstance(sql, str) else sql.as_string(self.conn)
+        return self.run_statement(self.conn.cursor(), text, params).parsed()
 
-    def _serialize(self, cur: psycopg.Cursor[Any], batches: Iterator[list[Any]]) -> Rows:
-        rows = Rows()
-        names: list[str] | None = None
-        budget = self.budget
-        for batch in batches:
-            if not batch:
-                continue
-            if names is None:
-                names = _column_names(cur.pgresult)
-            rows.append_batch(to_json_bytes([dict(zip(names, row)) for row in batch]), len(batch), budget)
-        rows.columns = names if names is not None else _column_names(cur.pgresult)
+
+class _RowWriter:
+    """Rows serialized into a :class:`Rows` in batches sized by bytes: while the width of the rows
+    is unknown, one at a time; then as many as make about :data:`BATCH_BYTES` of JSON at the
+    widest row seen so far (at most :data:`STREAM_CHUNK_ROWS`): ``limit``.  Every batch is
+    charged to the budget."""
+
+    __slots__ = ("budget", "limit", "names", "rows", "widest")
+
+    def __init__(self, rows: Rows, budget: OutputBudget, widest: int) -> None:
+        self.rows, self.budget, self.widest = rows, budget, widest
+        self.names: list[str] | None = None
+        self.limit = _batch_rows(widest)
+
+    def add_chunk(self, tx: Any, chunk: Any, make_row: Any) -> None:
+        """The rows of one libpq chunk (``tx`` is set to it), a batch at a time."""
+        total, start = chunk.ntuples, 0
+        while start < total:
+            stop = min(total, start + self.limit)
+            self.write(tx.load_rows(start, stop, make_row))
+            start = stop
+
+    def write(self, batch: list[Any]) -> None:
+        if not batch:
+            return
+        encoded = to_json_bytes([dict(zip(cast(list[str], self.names), row)) for row in batch])
+        width = (len(encoded) - 2) // len(batch) + 1  # a row with its comma, rounded up
+        if width > self.widest:
+            self.widest, self.limit = width, _batch_rows(width)
+        self.rows.append_batch(encoded, len(batch), self.budget)
+
+    def finish(self, result: Any) -> Rows:
+        rows = self.rows
+        rows.columns = self.names if self.names is not None else _column_names(result)
         return rows
 
 
@@ -395,15 +518,18 @@ def _state_of(conn: psycopg.Connection[Any]) -> SessionState:
     return state
 
 
-def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= STREAM_CHUNK_ROWS:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+BATCH_BYTES = 1024 * 1024  # JSON per serialized batch, once the rows' width is known
+_CHUNKS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
+
+
+def _charged(rows: Rows) -> int:
+    """What *rows* cost the budget (every batch was charged its JSON and one separator)."""
+    return rows.size + 1 if rows.count else 0
+
+
+def _batch_rows(widest: int) -> int:
+    """Rows per serialized batch for rows up to *widest* bytes (0: not known yet, so one)."""
+    return max(1, min(STREAM_CHUNK_ROWS, BATCH_BYTES // widest)) if widest > 0 else 1
 
 
 def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bool | None:

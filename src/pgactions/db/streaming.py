@@ -12,14 +12,20 @@ they are missing and callers then use the public ``stream()``.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator
 from typing import Any
 
 import psycopg
 from psycopg import errors as e
 from psycopg import pq
+from psycopg.waiting import Wait
 
-__all__ = ["SUPPORTED", "stream_results"]
+from pgactions.spec.errors import ActionError
+
+__all__ = ["CHUNK_BYTES", "FIRST_CHUNK_ROWS", "MAX_CHUNK_ROWS", "SUPPORTED", "WIDTHS", "RowWidths",
+           "script_results", "stream_rows"]
 
 try:
     from psycopg._preparing import Prepare
@@ -33,25 +39,130 @@ except ImportError:  # pragma: no cover - a psycopg whose internals moved
 
 _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+_ENDS = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.EMPTY_QUERY)
+_COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 
 
-def stream_results(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int) -> Generator[Any, None, None]:
-    """Yield the result chunks (PGresult) of *query*; ``cur._tx`` is ready to load each one.
+def _copy_refused() -> ActionError:
+    """COPY FROM STDIN / TO STDOUT waits for a client stream, which an action has not."""
+    return ActionError("INVALID_INPUT", "COPY … FROM STDIN and COPY … TO STDOUT need a client stream, which "
+                                        "actions do not have: use Insert Rows, or COPY with a file on the server",
+                       extra={"field": "query"})
 
-    Leaving early (an exception, a closed generator) cancels the query and drains what the
-    server already sent, so the connection is usable again.
+
+def _end_copy(conn: Any, status: int) -> Any:
+    """Get out of a COPY a statement started (ended with an error, or its data dropped) and read
+    up to the end of the query, so the connection can roll back and be used again.  COPY BOTH
+    (replication) is left as it is: the session discards a connection that is not idle."""
+    pgconn = conn.pgconn
+    if status == pq.ExecStatus.COPY_IN:
+        while pgconn.put_copy_end(b"an action has no data to copy") == 0:
+            yield Wait.W
+        while pgconn.flush():
+            yield Wait.W
+    elif status == pq.ExecStatus.COPY_OUT:
+        conn._try_cancel()
+        while (nbytes := pgconn.get_copy_data(1)[0]) >= 0:
+            if nbytes == 0:
+                yield Wait.R
+                pgconn.consume_input()
+    else:
+        return False
+    yield from _drain_all(pgconn)
+    return True
+
+# libpq gathers a fixed number of rows per chunk, chosen when the query is sent.  Chunks are sized
+# by bytes from the widest row seen for the same SQL text before; a text never seen gets a small
+# chunk, so that rows of any width are held only a few at a time.
+FIRST_CHUNK_ROWS = 8
+MAX_CHUNK_ROWS = 500
+CHUNK_BYTES = 2 * 1024 * 1024
+
+
+class RowWidths:
+    """The widest row (bytes of JSON) seen for each of the last *size* SQL texts, and the chunk
+    size that follows from it (about :data:`CHUNK_BYTES` a chunk)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._widths: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sql: str) -> int:
+        """The widest row seen for *sql*; 0 when it was never run (or was forgotten)."""
+        key = hash(sql)
+        with self._lock:
+            width = self._widths.get(key, 0)
+            if width:
+                self._widths.move_to_end(key)
+        return width
+
+    def note(self, sql: str, width: int) -> None:
+        """Remember *width* if it is the widest for *sql* (a width once seen is never forgotten
+        while the text stays in use: the chunks shrink, never grow back)."""
+        if width <= 0:
+            return
+        key = hash(sql)
+        with self._lock:
+            if self._widths.get(key, 0) >= width:
+                return
+            self._widths[key] = width
+            self._widths.move_to_end(key)
+            while len(self._widths) > self.size:
+                self._widths.popitem(last=False)
+
+    def chunk_rows(self, width: int) -> int:
+        """Rows per libpq chunk for rows up to *width* bytes (0: never seen)."""
+        if width <= 0:
+            return FIRST_CHUNK_ROWS
+        return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // width))
+
+
+WIDTHS = RowWidths()
+
+
+def stream_rows(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int,
+                batch_rows: Callable[[], int]) -> Generator[list[Any], None, None]:
+    """Yield the rows of *query* (made by the cursor's row maker) in lists of ``batch_rows()``
+    rows, asked again after each list; libpq reads them in chunks of *size* rows.
+
+    Chunks libpq has received already are taken in a tight loop, without the waiting machinery,
+    so small chunks cost little.  ``cur.pgresult`` is the first chunk (the columns) once the first
+    list comes, and the end of the result (TUPLES_OK, COMMAND_OK) after the last.  Leaving early
+    (an exception, a closed generator) cancels the query and drains what the server already
+    sent, so the connection is usable again.
     """
     conn = cur._conn
     with conn.lock:
         reader, (key, prep, name), (chunk, final) = _start(conn, cur, query, params, size)
         try:
-            while chunk is not None:
-                yield chunk
-                if final is not None:
-                    break
-                chunk, final = conn.wait(reader.fetch())
+            if chunk is not None:
+                tx, make_row = cur._tx, cur._make_row
+                rows: list[Any] = []
+                want = batch_rows()
+                while True:
+                    total, start = chunk.ntuples, 0
+                    while start < total:
+                        stop = min(total, start + want - len(rows))
+                        rows += tx.load_rows(start, stop, make_row)
+                        start = stop
+                        if len(rows) >= want:
+                            yield rows
+                            rows, want = [], batch_rows()
+                    if final is not None:
+                        break
+                    chunk = reader.fetch_ready()
+                    if chunk is None:
+                        chunk, final = conn.wait(reader.fetch())
+                        if chunk is None:
+                            break
+                if rows:
+                    yield rows
+            if final is not None:
+                cur.pgresult = final
         finally:
             if cur._pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                chunk, rows = None, []  # let go of the last chunk before draining (see _cancel_and_drain)
                 _cancel_and_drain(conn, reader)
         if key is not None and final is not None:
             conn._prepared.validate(key, prep, name, [final])
@@ -120,6 +231,7 @@ class _Reader:
         self.cur = cur
         self.first = True
         self.pending: Any = None
+        self.in_copy = False  # the server waits in a COPY: no draining (it would never end)
 
     def fetch(self) -> Any:
         """Next chunk → (chunk, None), or (chunk, final) when the end is already here, or (None, final).
@@ -148,14 +260,39 @@ class _Reader:
                 cur._tx.set_pgresult(res, set_loaders=True)
             yield from self._drain()
             return None, res
+        if status in _COPY:
+            self.in_copy = not (yield from _end_copy(cur._conn, status))
+            raise _copy_refused()
         # An error: read up to the end of the query first, so the connection is idle (reusable)
         # when the error reaches the caller.
         yield from self._drain()
         return cur._raise_for_result(res)
 
+    def fetch_ready(self) -> Any:
+        """The next chunk when libpq holds it already (None otherwise), without the waiting
+        machinery: the common case while a result streams in, so small chunks stay cheap.  Only
+        after the first chunk; anything but a chunk is left for :meth:`fetch`."""
+        res = self.pending
+        if res is None:
+            pgconn = self.cur._pgconn
+            if pgconn.is_busy():
+                return None
+            res = self.pending = pgconn.get_result()
+            if res is None:
+                return None
+        if res.status not in _ROWS:
+            return None
+        self.pending = None
+        cur = self.cur
+        cur.pgresult = res
+        cur._tx.set_pgresult(res, set_loaders=False)
+        return res
+
     def _end_if_ready(self) -> Any:
+        # Only what libpq has buffered already: reading the socket here (consume_input) would pull
+        # in whatever the server sent meanwhile, faster than the chunks are taken out, so libpq's
+        # input buffer would grow towards the whole result (and compacting it get quadratic).
         pgconn = self.cur._pgconn
-        pgconn.consume_input()
         if pgconn.is_busy():
             return None
         nxt = pgconn.get_result()
@@ -172,14 +309,78 @@ class _Reader:
 
 
 def _cancel_and_drain(conn: Any, reader: _Reader) -> None:
-    """As psycopg's own stream() does: cancel, consume what arrived, get out of ACTIVE."""
+    """As psycopg's own stream() does: cancel, consume what arrived, get out of ACTIVE.
+
+    The chunk last read is let go first, and what arrives is dropped as it comes: draining holds
+    one chunk at a time (a chunk of wide rows can be tens of MB)."""
+    if reader.in_copy:
+        return
+    cur = reader.cur
+    reader.pending = None
+    cur.pgresult = None
+    cur._tx.set_pgresult(None, set_loaders=False)
     conn._try_cancel()
     try:
-        while conn.wait(reader.fetch())[0] is not None:
-            pass
-    except Exception:  # the cancel's error result ends the drain
+        conn.wait(_drain_all(cur._pgconn))
+    except Exception:  # the connection failed meanwhile: the session discards it
         pass
-    try:
-        conn.wait(reader.fetch())
-    except Exception:
+
+
+def script_results(cur: psycopg.Cursor[Any], script: str, size: int) -> Generator[Any, None, None]:
+    """Send *script* (several statements, no parameters) with the simple protocol, in chunked-rows
+    mode, and yield its results as they come: row chunks, then each statement's end (TUPLES_OK,
+    COMMAND_OK, EMPTY_QUERY).  A failing statement raises its error once the rest of the script's
+    answer is read (the connection is then idle).  Leaving early cancels the script.
+    """
+    conn = cur._conn
+    pgconn = cur._pgconn
+    with conn.lock:
+        conn.wait(_send_script(cur, script, size))
+        first, in_copy = True, False
+        try:
+            while True:
+                res = conn.wait(fetch(pgconn))
+                if res is None:  # the end of the whole script (libpq gives none between statements)
+                    break
+                status = res.status
+                if status in _ROWS:
+                    cur.pgresult = res
+                    cur._tx.set_pgresult(res, set_loaders=first)
+                    if first:
+                        cur._make_row = cur._make_row_maker()
+                    first = False
+                elif status in _ENDS:
+                    if first:  # no chunk came: the result still tells the columns (or the command)
+                        cur.pgresult = res
+                        cur._tx.set_pgresult(res, set_loaders=True)
+                    first = True  # the next statement's rows have columns of their own
+                elif status in _COPY:
+                    in_copy = not conn.wait(_end_copy(conn, status))
+                    raise _copy_refused()
+                else:
+                    conn.wait(_drain_all(pgconn))
+                    cur._raise_for_result(res)
+                yield res
+        finally:
+            if pgconn.transaction_status == pq.TransactionStatus.ACTIVE and not in_copy:
+                cur.pgresult = None  # the chunk last read is let go before draining
+                cur._tx.set_pgresult(None, set_loaders=False)
+                conn._try_cancel()
+                try:
+                    conn.wait(_drain_all(pgconn))
+                except Exception:  # the connection failed meanwhile: the session discards it
+                    pass
+
+
+def _send_script(cur: psycopg.Cursor[Any], script: str, size: int) -> Any:
+    yield from cur._start_query(script)
+    cur._execute_send(cur._convert_query(script, None))  # no parameters: the simple protocol
+    cur._pgconn.set_chunked_rows_mode(size)
+    cur._last_query = script
+    yield from send(cur._pgconn)
+
+
+def _drain_all(pgconn: Any) -> Any:
+    """Read (and drop) everything up to the end of the query."""
+    while (yield from fetch(pgconn)) is not None:
         pass

@@ -7,7 +7,7 @@ from typing import Any
 from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
 from pgactions.handlers.base import Call
-from pgactions.render.sqltext import bind_sql, check_runnable, check_statement_kind
+from pgactions.render.sqltext import bind_sql, check_runnable, check_statement_kind, statement_info
 from pgactions.render.values import bind_value
 from pgactions.spec.errors import ActionError
 
@@ -49,11 +49,9 @@ def bound_statement(call: Call, inputs: dict[str, Any]) -> tuple[str, list[Any]]
 
 def _run_script(session: Session, cur: Any, sql: str) -> Rows:
     """Execute Query with several statements and no parameters, sent as one text; the output
-    describes the last statement.  The result sets of the earlier ones are skipped."""
-    cur.execute(sql)
-    while cur.nextset():
-        pass
-    return session.read_rows(cur)
+    describes the last statement.  The result sets of the earlier ones are skipped as they
+    arrive, and the last one is read under the output cap (see :meth:`Session.run_script`)."""
+    return session.run_script(cur, sql, statement_info(sql).count)
 
 
 def _unsendable(params: list[Any]) -> ActionError:
