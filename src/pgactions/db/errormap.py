@@ -140,8 +140,10 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if not secrets:
         return value
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
+        # Until none is left: a replacement can make the secret anew ("pwpw***" → "pw***").
+        while any(secret in value for secret in secrets):
+            for secret in secrets:
+                value = value.replace(secret, "***")
         return value
     if isinstance(value, dict):
         return {k: scrub(v, secrets) for k, v in value.items()}

@@ -41,7 +41,7 @@ from pgactions.handlers.table_write import (
     table_info,
 )
 from pgactions.render.templating import quote_identifier
-from pgactions.render.values import bytea_value
+from pgactions.render.values import bytea_value, json_text
 from pgactions.spec.errors import ActionError
 
 __all__ = ["run_insert_rows", "run_upsert_rows"]
@@ -169,12 +169,12 @@ def _copy(session: Session, info: TableInfo, groups: Groups) -> int:
                             for i in json_columns:
                                 value = values[i]
                                 if value is not None and type(value) is not str:  # text is JSON already
-                                    values[i] = orjson.dumps(value).decode()
+                                    values[i] = json_text(value)
                             for i in bytea_columns:
                                 values[i] = bytea_value(values[i], columns[i])
                             for i in json_arrays:  # each element a JSON value
                                 if isinstance(values[i], list):
-                                    values[i] = [None if v is None else orjson.dumps(v).decode() for v in values[i]]
+                                    values[i] = [None if v is None else json_text(v) for v in values[i]]
                         try:
                             copy.write_row(values)
                         except (psycopg.ProgrammingError, psycopg.DataError, TypeError) as exc:
@@ -312,7 +312,7 @@ def _run_chunk(session: Session, info: TableInfo, sql: str, columns: tuple[str, 
         rows = [_json_row(info, columns, index, row) for index, row in chunk.pairs()]
     else:
         rows = chunk.rows
-    payload = orjson.dumps(rows, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    payload = json_text(rows)
     cur = session.conn.execute(sql, {"rows": payload})
     if outcome is None:
         return

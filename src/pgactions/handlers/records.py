@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
 from pgactions.handlers.base import Call
-from pgactions.handlers.table_write import TableInfo, table_info
+from pgactions.handlers.table_write import DIALECT, TableInfo, table_info
 from pgactions.render.filters import where_clause
 from pgactions.spec.errors import ActionError
 
@@ -35,7 +35,7 @@ def run_find_rows(call: Call) -> Output:
         nulls = order.get("nulls")
         stmt = stmt.order_by(ordered.nulls_first() if nulls == "first" else ordered.nulls_last() if nulls == "last" else ordered)
     stmt = stmt.limit(inputs.get("limit", 100)).offset(inputs.get("offset", 0))
-    rows = _stream_select(session, stmt)
+    rows = _stream_select(session, stmt, info.all_names)
     return Output({"rowCount": rows.count}, rows)
 
 
@@ -50,7 +50,7 @@ def run_get_row(call: Call) -> Output:
     conditions = [{"column": c, "operator": "eq", "value": v} for c, v in key.items()] + list(where)
     stmt, _table = _select(info, inputs, conditions, field="key" if key and not where else "where")
     stmt = stmt.limit(2)
-    rows = _stream_select(session, stmt)
+    rows = _stream_select(session, stmt, info.all_names)
     described = ", ".join(f"{c} = {v!r}" for c, v in key.items()) or "the where conditions"
     if rows.count == 0:
         raise ActionError("NOT_FOUND", f"no row of {info.display} has {described}", extra={"table": info.display})
@@ -71,7 +71,13 @@ def _select(info: TableInfo, inputs: dict[str, Any], where: Any, field: str = "w
     return stmt, table
 
 
-def _stream_select(session: Session, stmt: Any) -> Rows:
+def _stream_select(session: Session, stmt: Any, names: str = "") -> Rows:
+    """Run the SELECT compiled with ``$n`` on the connection's reusable cursor.  SQLAlchemy's
+    ``$n`` compile misreads a "%(" inside a quoted name as its own placeholder: names holding a
+    "%" are compiled with named parameters instead, run on a cursor of their own."""
+    if "%" in names:
+        compiled = stmt.compile(dialect=DIALECT, compile_kwargs={"render_postcompile": True})
+        return session.run_statement(session.conn.cursor(), str(compiled), compiled.params)
     compiled = stmt.compile(dialect=_POSITIONAL, compile_kwargs={"render_postcompile": True})
     params = [compiled.params[name] for name in compiled.positiontup or ()]
     return session.run_statement(session.raw_cursor(), str(compiled), params)

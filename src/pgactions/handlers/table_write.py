@@ -67,6 +67,11 @@ class TableInfo:
                 extra={"field": field, "columns": list(self.columns)})
 
     @property
+    def all_names(self) -> str:
+        """The schema, table and column names in one text (to look for a character in any)."""
+        return "\0".join([self.schema or "", self.name, *self.columns])
+
+    @property
     def display(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 

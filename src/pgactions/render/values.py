@@ -4,13 +4,46 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import json
+from decimal import Decimal
 from typing import Any
 
-from psycopg.types.json import Jsonb
+import orjson
+from psycopg.types.json import Jsonb as _PsycopgJsonb
 
 from pgactions.spec.errors import ActionError
 
-__all__ = ["bind_value", "bytea_value", "column_value"]
+__all__ = ["Jsonb", "bind_value", "bytea_value", "column_value", "json_text"]
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON has no type for, as the text a flow would expect: dates and times in ISO 8601
+    (``{{ now }}`` inside an object), exact decimals, bytes in base64."""
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    return str(value)
+
+
+def json_text(value: Any) -> str:
+    """*value* as JSON text; integers past 64 bits stay exact (orjson refuses them: the standard
+    library writes them)."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+
+
+class Jsonb(_PsycopgJsonb):
+    """psycopg's Jsonb, written with :func:`json_text` (its default, json.dumps, fails on a
+    datetime from a template)."""
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__(obj, dumps=json_text)
 
 
 def bind_value(value: Any, json_column: bool = False) -> Any:
