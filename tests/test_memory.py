@@ -151,7 +151,7 @@ def test_row_widths_are_a_bounded_lru() -> None:
     widths = streaming.RowWidths(size=2)
     widths.note("a", 10)
     widths.note("b", 20)
-    assert widths.get("a") == 10  # a is now the most recent
+    widths.note("a", 8)  # a ran again (narrower): now the most recent, still 10
     widths.note("c", 30)
     assert (widths.get("a"), widths.get("b"), widths.get("c")) == (10, 0, 30)
     widths.note("a", 5)  # a narrower run never grows the chunks back

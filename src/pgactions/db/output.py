@@ -21,7 +21,7 @@ import io
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -71,6 +71,8 @@ class Rows:
     :class:`FileSink`), in a temporary file of the sink's once they pass :data:`SPILL_BYTES`.
     """
 
+    __slots__ = ("_file", "_finished", "_out", "_spill", "columns", "command_rows", "count", "returned_rows", "size")
+
     def __init__(self, *, returned_rows: bool = True, command_rows: int = 0,
                  spill: FileSink | None = None) -> None:
         self.count = 0
@@ -79,9 +81,9 @@ class Rows:
         self.returned_rows = returned_rows  # False for a statement without a result set (UPDATE w/o RETURNING)
         self.command_rows = command_rows  # rows such a statement changed
         self._spill = spill
-        self._out: BinaryIO = io.BytesIO()
-        self._out.write(_PREFIX)
-        self._file = False  # _out is a temporary file (spilled)
+        self._out: Any = None  # an io.BytesIO made by the first batch, or a temporary file (spilled)
+        self._file = False  # _out is the temporary file
+        self._finished = False  # finish() wrote the document's end after the rows
 
     def __repr__(self) -> str:
         return f"Rows(count={self.count}, size={self.size}, columns={self.columns!r})"
@@ -99,23 +101,29 @@ class Rows:
         inside = len(encoded_array) - 2
         budget.charge(inside + 1)
         out = self._out
+        if out is None:
+            out = self._out = io.BytesIO()
+            out.write(_PREFIX)
+        elif self._finished:  # more rows after finish(): its end goes
+            out.seek(_START + self.size)
+            out.truncate()
+            self._finished = False
         if self.size:
             out.write(b",")
             self.size += 1
         try:
             out.write(memoryview(encoded_array)[1:-1])
         except OSError as exc:  # only a file fails: disk full …
-            raise cast(FileSink, self._spill).write_error(exc) from None
+            raise self._spill.write_error(exc) from None  # type: ignore[union-attr]
         self.size += inside
         self.count += count
         if self._spill is not None and not self._file and self.size > SPILL_BYTES:
             self._to_file(self._spill)
 
     def _to_file(self, sink: FileSink) -> None:
-        memory = cast(io.BytesIO, self._out)
         try:
             file = sink.temp_file()
-            with memory.getbuffer() as view:
+            with self._out.getbuffer() as view:
                 file.write(view[:_START + self.size])
         except OSError as exc:
             raise sink.write_error(exc) from None
@@ -123,10 +131,12 @@ class Rows:
 
     def inside(self) -> bytes:
         """The rows' JSON without the brackets (a copy)."""
+        if self._out is None:
+            return b""
         if self._file:
             self._out.flush()
             return os.pread(self._out.fileno(), self.size, _START)
-        with cast(io.BytesIO, self._out).getbuffer() as view:
+        with self._out.getbuffer() as view:
             return bytes(view[_START:_START + self.size])
 
     def as_array(self) -> bytes:
@@ -145,18 +155,19 @@ class Rows:
     def finish(self, head: bytes) -> bytes | BinaryIO:
         """The document, finished in place: bytes (no copy: the buffer's own memory), or the
         temporary file the rows spilled to, rows and head written."""
+        tail = b"]," + head[1:] if len(head) > 2 else b"]}"
         out = self._out
-        out.seek(_START + self.size)
-        out.truncate()
-        out.write(_tail(head))
+        if out is None:
+            return _PREFIX + tail
+        if self._finished:  # finished before (for another head): from the rows' end again
+            out.seek(_START + self.size)
+            out.truncate()
+        self._finished = True
+        out.write(tail)
         if self._file:
             out.flush()
-            return out
-        return cast(io.BytesIO, out).getvalue()
-
-
-def _tail(head: bytes) -> bytes:
-    return b"]," + head[1:] if len(head) > 2 else b"]}"
+            return out  # type: ignore[no-any-return]
+        return out.getvalue()  # type: ignore[no-any-return]
 
 
 @dataclass

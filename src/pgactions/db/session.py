@@ -368,8 +368,9 @@ class Session:
         if statement_info(sql).returns_rows:
             widest = streaming.WIDTHS.get(sql)
             writer = _RowWriter(Rows(spill=self.spill_to), self.budget, widest)
-            stream = cast(Generator[Any, None, None],
-                          cur.stream(sql, params, size=streaming.WIDTHS.chunk_rows(widest)))
+            # libpq before 17 has no chunked-rows mode: one row at a time (single-row mode).
+            size = streaming.WIDTHS.chunk_rows(widest) if psycopg.capabilities.has_stream_chunked() else 1
+            stream = cast(Generator[Any, None, None], cur.stream(sql, params, size=size))
             try:
                 batch: list[Any] = []
                 for row in stream:
@@ -499,7 +500,8 @@ class _RowWriter:
     def write(self, batch: list[Any]) -> None:
         if not batch:
             return
-        encoded = to_json_bytes([dict(zip(cast(list[str], self.names), row)) for row in batch])
+        names = self.names or ()
+        encoded = to_json_bytes([dict(zip(names, row)) for row in batch])
         width = (len(encoded) - 2) // len(batch) + 1  # a row with its comma, rounded up
         if width > self.widest:
             self.widest, self.limit = width, _batch_rows(width)

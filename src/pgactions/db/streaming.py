@@ -8,6 +8,11 @@ still arrive in bounded chunks.
 
 It uses psycopg internals (checked on 3.3; the dependency is pinned below 3.4); :data:`SUPPORTED` is False when
 they are missing and callers then use the public ``stream()``.
+
+Chunks are sized by bytes: libpq fixes a query's chunk size (in rows) when it is sent, so
+:data:`WIDTHS` remembers the widest row seen per SQL text and sizes the next run's chunks from it;
+a text never seen gets small chunks (:data:`FIRST_CHUNK_ROWS`).  Scripts (several statements in
+one text, the simple protocol) are read result by result, in chunks too (:func:`script_results`).
 """
 
 from __future__ import annotations
@@ -90,26 +95,25 @@ class RowWidths:
 
     def get(self, sql: str) -> int:
         """The widest row seen for *sql*; 0 when it was never run (or was forgotten)."""
-        key = hash(sql)
-        with self._lock:
-            width = self._widths.get(key, 0)
-            if width:
-                self._widths.move_to_end(key)
-        return width
+        return self._widths.get(hash(sql), 0)  # one C call: atomic, no lock needed
 
     def note(self, sql: str, width: int) -> None:
-        """Remember *width* if it is the widest for *sql* (a width once seen is never forgotten
-        while the text stays in use: the chunks shrink, never grow back)."""
-        if width <= 0:
-            return
+        """*sql* ran, its rows up to *width* bytes: remember the width if it is the widest seen
+        (a width once seen is kept while the text stays in use: chunks shrink, never grow back)
+        and mark the text as recently used."""
         key = hash(sql)
+        widths = self._widths
+        if widths.get(key, 0) >= width:
+            try:
+                widths.move_to_end(key)
+            except KeyError:  # forgotten meanwhile by another thread, or never known (width 0)
+                pass
+            return
         with self._lock:
-            if self._widths.get(key, 0) >= width:
-                return
-            self._widths[key] = width
-            self._widths.move_to_end(key)
-            while len(self._widths) > self.size:
-                self._widths.popitem(last=False)
+            widths[key] = width
+            widths.move_to_end(key)
+            while len(widths) > self.size:
+                widths.popitem(last=False)
 
     def chunk_rows(self, width: int) -> int:
         """Rows per libpq chunk for rows up to *width* bytes (0: never seen)."""
@@ -140,7 +144,9 @@ def stream_rows(cur: psycopg.Cursor[Any], query: Any, params: Any, size: int,
                 tx, make_row = cur._tx, cur._make_row
                 rows: list[Any] = []
                 want = batch_rows()
-                while True:
+                if final is not None and chunk.ntuples <= want:  # a small result: one chunk, one list
+                    rows, chunk = tx.load_rows(0, chunk.ntuples, make_row), None
+                while chunk is not None:
                     total, start = chunk.ntuples, 0
                     while start < total:
                         stop = min(total, start + want - len(rows))
