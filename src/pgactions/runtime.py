@@ -28,7 +28,7 @@ from pgactions.batching import MODES, normalize_items, run_batch_mode
 from pgactions.connection.profiles import ConnectionProfile, load_profile
 from pgactions.db.connect import PoolCache
 from pgactions.db.errormap import scrub
-from pgactions.db.output import FileSink, Output, serialize
+from pgactions.db.output import FileSink, Output, loads_exact, serialize
 from pgactions.db.session import Session
 from pgactions.db.watchdog import Watchdog
 from pgactions.handlers import HANDLERS, Call
@@ -60,8 +60,8 @@ class ActionResult:
     def data(self) -> dict[str, Any]:
         if self.path is not None and not self.json:
             with open(self.path, "rb") as file:
-                return orjson.loads(file.read())
-        return orjson.loads(self.json)
+                return loads_exact(file.read())  # type: ignore[no-any-return]
+        return loads_exact(self.json)  # type: ignore[no-any-return]
 
 
 def perform(session: Session, manifest: Manifest, checked: dict[str, Any], context: dict[str, Any], *,
@@ -206,7 +206,9 @@ class Runtime:
 
     def _run_item(self, action_id: str, profile: ConnectionProfile, inputs: Any, context: dict[str, Any], *,
                   flow: str | None, step: str | None, cancel: threading.Event | None) -> Any:
-        return self.run(action_id, profile, inputs, context, flow=flow, step=step, cancel=cancel).data
+        # Embedded as it came (never parsed and written again: numbers keep every digit).
+        return orjson.Fragment(self.run(action_id, profile, inputs, context, flow=flow, step=step,
+                                        cancel=cancel).json)
 
     def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
                  cancel: threading.Event | None) -> Session:

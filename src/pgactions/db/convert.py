@@ -154,4 +154,20 @@ def _fallback(value: Any) -> Any:
 
 
 def to_json_bytes(value: Any) -> bytes:
-    return orjson.dumps(value, default=_fallback, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value, default=_fallback, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # An integer past 64 bits (read exactly from jsonb): written as its own digits.
+        return orjson.dumps(_exact_ints(value), default=_fallback, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def _exact_ints(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value).encode())
+    if isinstance(value, dict):
+        return {k: _exact_ints(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_exact_ints(v) for v in value]
+    return value

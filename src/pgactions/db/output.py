@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -28,7 +30,17 @@ import orjson
 from pgactions.db.convert import to_json_bytes
 from pgactions.spec.errors import ActionError
 
-__all__ = ["SPILL_BYTES", "FileSink", "Output", "OutputBudget", "Rows", "serialize"]
+__all__ = ["SPILL_BYTES", "FileSink", "Output", "OutputBudget", "Rows", "loads_exact", "serialize"]
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def loads_exact(document: bytes) -> Any:
+    """JSON text → Python values, every integer exact: orjson (fast) turns integers past 64 bits
+    into floats, so a text holding a run of 19 digits or more goes to the standard library."""
+    if _LONG_NUMBER.search(document):
+        return json.loads(document)
+    return orjson.loads(document)
 
 
 class OutputBudget:
@@ -143,7 +155,7 @@ class Rows:
         return b"".join((b"[", self.inside(), b"]"))
 
     def parsed(self) -> list[Any]:
-        return orjson.loads(self.as_array())
+        return loads_exact(self.as_array())
 
     def first(self) -> Any:
         """The first row as a JSON fragment (Get Row returns exactly one)."""
@@ -183,7 +195,7 @@ class Output:
 
     def data(self) -> dict[str, Any]:
         """The output as Python values: for a later step's templates, or a batch's item list."""
-        data = orjson.loads(to_json_bytes(self.head))
+        data = loads_exact(to_json_bytes(self.head))
         if self.rows is not None:
             return {"rows": self.rows.parsed(), **data}
         return data

@@ -440,7 +440,7 @@ class Session:
                         writer = _RowWriter(Rows(spill=self.spill_to), budget, widest)
                         writer.names = _column_names(res)
                     try:
-                        writer.add_chunk(cur._tx, res, cur._make_row)
+                        writer.add_chunk(streaming.row_loader(cur), res)
                     except ActionError as exc:
                         if exc.code != "RESULT_TOO_LARGE" or index >= statements - 1:
                             raise
@@ -489,12 +489,12 @@ class _RowWriter:
         self.names: list[str] | None = None
         self.limit = _batch_rows(widest)
 
-    def add_chunk(self, tx: Any, chunk: Any, make_row: Any) -> None:
-        """The rows of one libpq chunk (``tx`` is set to it), a batch at a time."""
+    def add_chunk(self, load: Any, chunk: Any) -> None:
+        """The rows of one libpq chunk (*load* reads rows start..stop of it), a batch at a time."""
         total, start = chunk.ntuples, 0
         while start < total:
             stop = min(total, start + self.limit)
-            self.write(tx.load_rows(start, stop, make_row))
+            self.write(load(start, stop))
             start = stop
 
     def write(self, batch: list[Any]) -> None:

@@ -390,3 +390,9 @@ def _drain_all(pgconn: Any) -> Any:
     """Read (and drop) everything up to the end of the query."""
     while (yield from fetch(pgconn)) is not None:
         pass
+
+
+def row_loader(cur: psycopg.Cursor[Any]) -> Any:
+    """``load(start, stop)``: rows of the chunk the cursor's transformer was last set to, loaded
+    with the connection's loaders (psycopg internals stay in this module)."""
+    return lambda start, stop: cur._tx.load_rows(start, stop, cur._make_row)
