@@ -26,8 +26,9 @@ every manifest's own input schema) go through ``Runtime.run``.  The properties, 
 Example budgets: every test runs twice, ``[default]`` with a few dozen examples, derandomized (the
 same examples on every run, so CI stays deterministic; the whole file takes about 30 s), and
 ``[slow]``, marked ``slow`` (``python -m pytest -m slow``; ``.ci/run`` runs it) with many more
-examples, randomized on every run (pass ``--hypothesis-seed=N`` to repeat one; a failure prints
-the ``@reproduce_failure`` blob).  The budgets are the hypothesis profiles ``pgactions-default``
+examples, derandomized as well so CI is repeatable; ``PGACTIONS_FUZZ_SEED=random`` makes it explore
+afresh on every run (pass ``--hypothesis-seed=N`` to repeat one; a failure prints the
+``@reproduce_failure`` blob).  The budgets are the hypothesis profiles ``pgactions-default``
 and ``pgactions-slow`` below; hypothesis is given no example database (nothing is kept between
 runs).  The template tests rely on templates being bounded in size and time
 (``render/templating.py``): an unbounded ``**`` tower would otherwise not end.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import string
 import uuid
@@ -66,7 +68,9 @@ _COMMON = dict(deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("pgactions-default", max_examples=80, derandomize=True, **_COMMON)
-settings.register_profile("pgactions-slow", max_examples=800, **_COMMON)
+# Derandomized too, so CI is repeatable; set PGACTIONS_FUZZ_SEED=random for a fresh exploration.
+settings.register_profile("pgactions-slow", max_examples=800,
+                          derandomize=os.environ.get("PGACTIONS_FUZZ_SEED") != "random", **_COMMON)
 
 BUDGETS = [pytest.param("default", id="default"), pytest.param("slow", id="slow", marks=pytest.mark.slow)]
 

@@ -6,10 +6,12 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
 import orjson
+from jinja2 import Undefined
 from psycopg.types.json import Jsonb as _PsycopgJsonb
 
 from pgactions.spec.errors import ActionError
@@ -26,16 +28,44 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode()
-    return str(value)
+    if isinstance(value, Undefined):  # a template's value that refers to nothing
+        raise ActionError("TEMPLATE_ERROR", f"a value made by a template is not defined: {value._undefined_message}")
+    try:
+        return str(value)
+    except Exception as exc:  # an object whose text form fails
+        raise ActionError("INVALID_VALUE", f"a {type(value).__name__} value cannot be written as JSON") from exc
 
 
 def json_text(value: Any) -> str:
     """*value* as JSON text; integers past 64 bits stay exact (orjson refuses them: the standard
     library writes them)."""
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:
+        text = orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, ActionError):
+            raise exc.__cause__ from None
+        text = _standard_json(value).encode()
+    if b"null" in text and _holds_non_finite(value):
+        # orjson writes NaN and ±Infinity as null: refuse them as JSON itself does.
+        raise ActionError("INVALID_VALUE", "NaN and Infinity are not JSON numbers: send them as text or null")
+    return text.decode()
+
+
+def _standard_json(value: Any) -> str:
+    try:
         return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ActionError("INVALID_VALUE", "NaN and Infinity are not JSON numbers: send them as text or null") from None
+
+
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(v) for v in value)
+    return False
 
 
 class Jsonb(_PsycopgJsonb):
