@@ -110,7 +110,9 @@ def check_error(error: ActionError, secrets: tuple[str, ...] = SECRETS) -> None:
     assert not (error.code == "DATABASE_ERROR" and "sqlstate" not in payload
                 and re.search(r"(^|: )unexpected \w+: ", str(payload.get("detail", "")))), \
         f"an internal failure reached the user: {payload.get('detail')}"
-    shown = [*_strings(payload), str(error), repr(error)]
+    spec = ERROR_CATALOG[error.code]
+    fixed = {spec.message, spec.cause, *spec.fix}  # the catalogue's own words ("authentication" holds "then")
+    shown = [text for text in (*_strings(payload), str(error), repr(error)) if text not in fixed]
     for secret in secrets:
         if len(secret) < 4:  # scrub() leaves those alone on purpose (they would garble every text)
             continue
