@@ -174,13 +174,10 @@ POOLED_RESET_SQL = ("RESET ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; C
 PREPARED_IN_SQL = "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"
 
 
-def reset_sql(conn: psycopg.Connection[Any], profile: ConnectionProfile, app_name: str) -> bytes:
-    """The reset as one text (one round trip); values quoted by psycopg."""
-    return _reset_sql(profile, app_name)
-
-
 @lru_cache(maxsize=256)
-def _reset_sql(profile: ConnectionProfile, app_name: str) -> bytes:
+def reset_sql(profile: ConnectionProfile, app_name: str) -> bytes:
+    """The reset as one text (one round trip); values quoted by psycopg; built once per profile
+    and application name."""
     settings = dict(session_settings(profile), application_name=app_name)
     calls = ", ".join(f"set_config({psql.Literal(k).as_string(None)}, {psql.Literal(v).as_string(None)}, false)"
                       for k, v in settings.items())

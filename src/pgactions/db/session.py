@@ -165,7 +165,7 @@ class Session:
             return False  # the pooler shares server sessions: there is no session of ours to reset
         pgconn = self.conn.pgconn
         try:
-            pgconn.send_query(reset_sql(self.conn, self.profile, self.app_name))
+            pgconn.send_query(reset_sql(self.profile, self.app_name))
             while pgconn.flush():
                 select.select([], [pgconn.socket], [], 1.0)
         except (psycopg.Error, OSError):
@@ -182,7 +182,7 @@ class Session:
         if state.pgbouncer:
             return  # the pooler shares server sessions: there is no session of ours to reset
         try:
-            cur = self.conn.execute(reset_sql(self.conn, self.profile, self.app_name))
+            cur = self.conn.execute(reset_sql(self.profile, self.app_name))
             while cur.nextset():
                 pass
             prepared = cur.fetchone()
