@@ -7,9 +7,12 @@ may move next to the other tests of its area.
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from pgactions import ActionError, Runtime
 
@@ -119,3 +122,55 @@ def test_invalid_input_holding_a_lone_surrogate_is_invalid_input(runtime: Runtim
         assert error.code == "INVALID_INPUT"
     else:
         raise AssertionError("an invalid input was accepted")
+
+
+def test_a_password_holding_stars_never_shows_through_the_scrubbing(db: Any) -> None:
+    """scrub() (db/errormap.py) replaces each secret by "***" in one pass, which can make the
+    secret anew: password "pw***", a value "pwpw***" echoed by the server → "pw***"."""
+    role, password = "fz_" + uuid.uuid4().hex[:8], "pw***"
+    with db.server.admin() as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    try:
+        profile = {"host": db.server.host, "port": db.server.port, "database": "pgactions_test",
+                   "username": role, "password": password, "sslMode": "disable"}
+        with Runtime() as runtime:
+            try:
+                runtime.run("query_rows", profile, {"query": "SELECT $1::int AS v", "parameters": ["pwpw***"]})
+            except ActionError as error:
+                check_error(error, secrets=(password,))
+            else:
+                raise AssertionError("'pwpw***' was taken for an integer")
+    finally:
+        with db.server.admin() as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_now_inside_an_object_is_stored_as_its_iso_text(runtime: Runtime, db: Any) -> None:
+    """{{ now }} (a datetime) inside an object bound as jsonb: psycopg's Jsonb dumps it with the
+    standard json module, which refuses datetimes; the TypeError reaches the user as DATABASE_ERROR
+    "unexpected TypeError: Object of type datetime is not JSON serializable" (render/values.py
+    bind_value → Jsonb).  The same for any datetime a host puts in the flow context."""
+    db.sql("CREATE TABLE ev (id serial PRIMARY KEY, meta jsonb)")
+    data, error = _run(runtime, "insert_row", db.profile, {"table": "ev", "columns": {"meta": {"at": "{{ now }}"}}})
+    assert error is None, error.payload
+    at = data["row"]["meta"]["at"]
+    assert isinstance(at, str) and datetime.fromisoformat(at.replace("Z", "+00:00")).tzinfo is not None, at
+
+
+@pytest.mark.parametrize("action,table,column", [("find_rows", "x%(y", "v"), ("get_row", "x%(y", "v"),
+                                                 ("get_row", "items", "a%("), ("find_rows", "items", "%(")])
+def test_a_name_holding_percent_paren_reads_its_rows(runtime: Runtime, db: Any, action: str, table: str,
+                                                      column: str) -> None:
+    """Find Rows and Get Row compile their SELECT with SQLAlchemy's numeric_dollar paramstyle
+    (handlers/records.py); when a table or column name holds "%(", SQLAlchemy leaves its own
+    %(name)s placeholders in the SQL instead of $n, and PostgreSQL answers SYNTAX_ERROR."""
+    db.sql(sql.SQL("CREATE TABLE {} ({} text)").format(sql.Identifier(table), sql.Identifier(column)).as_string(None))
+    db.sql(sql.SQL("INSERT INTO {} VALUES ('x')").format(sql.Identifier(table)).as_string(None))
+    inputs: dict[str, Any] = {"table": table}
+    if action == "get_row":
+        inputs["key"] = {column: "x"}
+    else:
+        inputs["where"] = [{"column": column, "value": "x"}]
+    data, error = _run(runtime, action, db.profile, inputs)
+    assert error is None, error.payload
+    assert (data["row"] if action == "get_row" else data["rows"][0]) == {column: "x"}
