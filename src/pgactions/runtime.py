@@ -121,25 +121,30 @@ class Runtime:
     def run(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
             inputs: dict[str, Any], context: dict[str, Any] | None = None, *,
             flow: str | None = None, step: str | None = None,
-            cancel: threading.Event | None = None, sink: FileSink | None = None) -> ActionResult:
+            cancel: threading.Event | None = None, sink: FileSink | None = None,
+            limits: Limits | None = None, role: str | None = None) -> ActionResult:
         """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure.
 
         *flow* and *step* tag the session's ``application_name`` (seen in pg_stat_activity) so a
         DBA can tell which flow runs a query; setting *cancel* stops the action (CANCELLED).
         With a *sink* the output goes to its file instead of memory: rows stream to a temporary
         file beside it (the cap still applies), renamed into place once the action succeeded and
-        its transaction committed, and removed when it fails.
+        its transaction committed, and removed when it fails.  *limits* replace the runtime's for
+        this call (a service's per-request options; ``numeric_as_number`` stays the runtime's).
+        *role*: run inside a transaction as this role (``SET LOCAL ROLE``), so row-level security
+        applies; it ends with the transaction.
         """
         started = time.perf_counter()
+        limits = limits or self.limits
         secrets: tuple[str, ...] = ()
         try:
             manifest, profile = get_manifest(action_id), load_profile(connection)
             secrets = profile.secrets()
             checked = validate_inputs(manifest, inputs)
-            timeout = self.limits.timeout_for(checked.get("timeout"), profile.statementTimeout,
-                                              manifest.default_timeout)
+            timeout = limits.timeout_for(checked.get("timeout"), profile.statementTimeout,
+                                         manifest.default_timeout)
             flow_context = _flow_context(context)
-            with self._session(profile, timeout, flow, step, cancel) as session:
+            with self._session(profile, timeout, flow, step, cancel, limits, role) as session:
                 session.spill_to = sink
                 document = self._perform_alone(session, manifest, checked, flow_context, sink)
             if sink is not None:
@@ -161,13 +166,13 @@ class Runtime:
 
     def _perform_alone(self, session: Session, manifest: Manifest, checked: dict[str, Any],
                        context: dict[str, Any], sink: FileSink | None = None) -> bytes:
-        finish = partial(serialize, limit=self.limits.max_result_bytes, sink=sink)
+        finish = partial(serialize, limit=session.limits.max_result_bytes, sink=sink)
         try:
             return perform(session, manifest, checked, context, finish=finish)  # type: ignore[no-any-return]
         except psycopg.errors.ActiveSqlTransaction:
             # VACUUM, CREATE INDEX CONCURRENTLY and the like refuse a transaction block: run alone,
             # in autocommit (they return no rows, so there is no output to hold back).
-            if manifest.read_only or manifest.handler != "sql":
+            if manifest.read_only or manifest.handler != "sql" or session.role is not None:
                 raise  # only a single user statement is run again; a transaction's steps never
             return perform(session, manifest, checked, context, finish=finish,  # type: ignore[no-any-return]
                            in_transaction=False)
@@ -175,13 +180,15 @@ class Runtime:
     def run_batch(self, action_id: str, connection: str | dict[str, Any] | ConnectionProfile,
                   items: list[dict[str, Any]], mode: str = "independent", context: dict[str, Any] | None = None, *,
                   flow: str | None = None, step: str | None = None, cancel: threading.Event | None = None,
-                  timeout: float | None = None) -> ActionResult:
+                  timeout: float | None = None, limits: Limits | None = None,
+                  role: str | None = None) -> ActionResult:
         """Run one action over *items* (each ``{"inputs": {...}, "context"?: {...}}``; an item's
         context is laid over *context*).  *mode*: ``independent`` (each item on its own, a result
         per item, failures do not stop the rest), ``transaction`` (all or nothing; the error names
         the item) or ``single`` (one statement for all items where the manifest allows).  In the
         last two the whole batch runs within one *timeout*.  See :mod:`pgactions.batching`."""
         started = time.perf_counter()
+        limits = limits or self.limits
         secrets: tuple[str, ...] = ()
         try:
             manifest, profile = get_manifest(action_id), load_profile(connection)
@@ -190,13 +197,14 @@ class Runtime:
             if mode not in MODES:
                 raise ActionError("INVALID_INPUT", f"batch mode {mode!r} is not one of {', '.join(MODES)}",
                                   extra={"field": "mode"})
-            finish = partial(serialize, limit=self.limits.max_result_bytes)
+            finish = partial(serialize, limit=limits.max_result_bytes)
             if mode == "independent":
-                runner = partial(self._run_item, action_id, profile, flow=flow, step=step, cancel=cancel)
+                runner = partial(self._run_item, action_id, profile, flow=flow, step=step, cancel=cancel,
+                                 limits=limits, role=role)
                 document = finish(run_batch_mode(mode, None, manifest, entries, perform, runner))
             else:
-                limit = self.limits.timeout_for(timeout, profile.statementTimeout, manifest.default_timeout)
-                with self._session(profile, limit, flow, step, cancel) as session:
+                limit = limits.timeout_for(timeout, profile.statementTimeout, manifest.default_timeout)
+                with self._session(profile, limit, flow, step, cancel, limits, role) as session:
                     document = run_batch_mode(mode, session, manifest, entries, perform, finish=finish)
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
@@ -205,15 +213,16 @@ class Runtime:
         return ActionResult(action_id, document, (time.perf_counter() - started) * 1000)
 
     def _run_item(self, action_id: str, profile: ConnectionProfile, inputs: Any, context: dict[str, Any], *,
-                  flow: str | None, step: str | None, cancel: threading.Event | None) -> Any:
+                  flow: str | None, step: str | None, cancel: threading.Event | None,
+                  limits: Limits, role: str | None) -> Any:
         # Embedded as it came (never parsed and written again: numbers keep every digit).
         return orjson.Fragment(self.run(action_id, profile, inputs, context, flow=flow, step=step,
-                                        cancel=cancel).json)
+                                        cancel=cancel, limits=limits, role=role).json)
 
     def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
-                 cancel: threading.Event | None) -> Session:
+                 cancel: threading.Event | None, limits: Limits | None = None, role: str | None = None) -> Session:
         app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
-        return Session(self.pools, self.watchdog, profile, timeout, self.limits, app_name, cancel)
+        return Session(self.pools, self.watchdog, profile, timeout, limits or self.limits, app_name, cancel, role)
 
 
 def _tag(value: Any) -> str | None:

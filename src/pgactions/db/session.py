@@ -59,8 +59,12 @@ class Session:
     """
 
     def __init__(self, pools: PoolCache, watchdog: Watchdog, profile: ConnectionProfile,
-                 timeout: float, limits: Limits, app_name: str | None = None, cancel: Any = None) -> None:
+                 timeout: float, limits: Limits, app_name: str | None = None, cancel: Any = None,
+                 role: str | None = None) -> None:
         self.pools, self.watchdog, self.profile = pools, watchdog, profile
+        # A role the host switches to inside each transaction (SET LOCAL ROLE), e.g. from a verified
+        # token's claim, so row-level security applies; it ends with the transaction.
+        self.role = role
         self.timeout, self.limits = timeout, limits
         self.app_name = app_name or profile.applicationName
         self._app_name_bytes = self.app_name.encode()
@@ -217,7 +221,7 @@ class Session:
 
     def _outermost(self, read_only: bool, rollback: bool) -> Iterator[None]:
         state = _state_of(self.conn)
-        if read_only and not state.pgbouncer:
+        if read_only and not state.pgbouncer and self.role is None:
             self._apply_settings(read_only=True)
             self._depth += 1
             try:
@@ -284,7 +288,12 @@ class Session:
             self._begin_pooled_transaction(read_only, timeout_ms)
             return
         self._apply_settings(read_only=False)
-        self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+        if self.role is None:
+            self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+            return
+        with self.conn.pipeline():  # one round trip: the role is in place before any statement
+            self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+            self.conn.execute("SELECT set_config('role', %s, true)", [self.role])
 
     def _apply_settings(self, read_only: bool) -> None:
         """The session read-only (or not), this action's statement timeout and application name;
@@ -308,6 +317,8 @@ class Session:
     def _begin_pooled_transaction(self, read_only: bool, timeout_ms: int) -> None:
         """PgBouncer mode: a transaction carrying every setting the action needs (one round trip)."""
         settings = dict(SESSION_SETTINGS, statement_timeout=str(timeout_ms), application_name=self.app_name)
+        if self.role is not None:
+            settings["role"] = self.role
         if self.profile.schema:
             settings["search_path"] = search_path(self.profile.schema)
         calls = ", ".join("set_config(%s, %s, true)" for _ in settings)

@@ -276,6 +276,49 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "PostgreSQL rejected the statement; the detail and SQLSTATE say why.",
         ("Read the detail from the server.",
          "Look the SQLSTATE up in PostgreSQL's error code table.")),
+    # The service's own refusals (pgactions serve): the request never reached the database.
+    "UNAUTHORIZED": ErrorSpec(
+        "The request has no valid credentials.",
+        "The service needs an API key or a signed token (Authorization: Bearer …); the one given is "
+        "missing, unknown, revoked, expired, or its signature or audience does not match.",
+        ("Send Authorization: Bearer <key> with a key made by pgactions keys create.",
+         "If the key was revoked or has expired, ask for a new one.",
+         "For a token, check its expiry (exp) and audience (aud).")),
+    "FORBIDDEN": ErrorSpec(
+        "These credentials may not do that.",
+        "The API key or token is valid, but its scope does not cover this action or connection, "
+        "or it is read-only and the request writes.",
+        ("Use a key whose scope includes this action and connection (pgactions keys create --actions … "
+         "--connections …).",
+         "Ask the service's administrator to widen the key's scope.")),
+    "UNKNOWN_CONNECTION": ErrorSpec(
+        "There is no stored connection with this id.",
+        "The connectionId does not name a connection saved in the service.",
+        ("Check the id (GET /v1/connections lists them).",
+         "Save the connection first with PUT /v1/connections/{id}.")),
+    "REQUEST_TOO_LARGE": ErrorSpec(
+        "The request body is too large.",
+        "The body is larger than the service accepts (limits.bodyBytes, 20 MB by default).",
+        ("Send fewer rows per request, or split the batch.",
+         "Raise limits.bodyBytes in the service's configuration if larger bodies are expected.")),
+    "RATE_LIMITED": ErrorSpec(
+        "Too many requests are running on this connection; try again shortly.",
+        "The service runs at most limits.perConnection actions at once on one connection and does not "
+        "queue more; the Retry-After header says when to try again.",
+        ("Retry after the number of seconds in the Retry-After header.",
+         "Lower the flow's concurrency, or raise limits.perConnection (and the connection's maxConnections)."),
+        retryable=True),
+    "IDEMPOTENCY_KEY_REUSED": ErrorSpec(
+        "This Idempotency-Key was already used for a different request.",
+        "A request with the same Idempotency-Key but another body ran within the last 24 hours; the key "
+        "identifies one request, so the new one was not run.",
+        ("Use a new key for a new request; reuse a key only to retry the very same request.",)),
+    "REQUEST_IN_PROGRESS": ErrorSpec(
+        "A request with this Idempotency-Key is still running.",
+        "The first request with this key has not finished yet, so its answer cannot be replayed; "
+        "running it a second time could apply its change twice.",
+        ("Retry after the number of seconds in the Retry-After header; the stored answer is returned then.",),
+        retryable=True),
 }
 
 # Lookup tables derived from the specs: exact SQLSTATE first, then its two-letter class.
