@@ -209,7 +209,55 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     what = demo.add_mutually_exclusive_group()
     what.add_argument("--keep", action="store_true", help="leave the server running (prints its URL and how to stop it)")
     what.add_argument("--stop", metavar="DIR", default=None, help="stop a server left running by --keep, and delete DIR")
+    _service_commands(sub, commands)
     return parser, commands
+
+
+def _state_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--state-dir", metavar="DIR", default=None,
+                       help="the service's state directory (default: $XDG_STATE_HOME/pgactions)")
+    where.add_argument("--state-url", metavar="URL", default=None,
+                       help="keep the state in PostgreSQL instead (a postgresql:// URL; needs PGACTIONS_SECRET_KEY)")
+
+
+def _service_commands(sub: Any, commands: dict[str, argparse.ArgumentParser]) -> None:
+    """serve and keys: the HTTP service (pgactions[server]); see docs/service.md."""
+    serve = commands["serve"] = sub.add_parser("serve", help="run the HTTP service (pip install 'pgactions[server]')")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    _state_options(serve)
+    serve.add_argument("--no-auth", action="store_true",
+                       help="accept requests without an API key or token (for a trusted network only)")
+    serve.add_argument("--config", metavar="FILE", default=None, help="YAML configuration (flags override it)")
+    serve.add_argument("--allow-hosts", nargs="+", metavar="HOST", default=None,
+                       help="database hosts callers' connections may reach (names or CIDRs; default: any "
+                            "but the denied)")
+    serve.add_argument("--deny-hosts", nargs="+", metavar="HOST", default=None,
+                       help="database hosts callers' connections may not reach (in addition to link-local "
+                            "and cloud metadata addresses)")
+    keys = commands["keys"] = sub.add_parser("keys", help="manage the service's API keys and secret key")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    create = commands["keys create"] = keys_sub.add_parser("create", help="create an API key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--actions", nargs="+", default=None, help="action ids the key may run (default: all)")
+    create.add_argument("--connections", nargs="+", default=None,
+                        help="stored connection ids the key may use (default: all)")
+    create.add_argument("--read-only", action="store_true", help="read-only actions only")
+    create.add_argument("--expires", type=float, metavar="DAYS", default=None, help="expire after DAYS days")
+    create.add_argument("--context", default=None,
+                        help="context values the key pins, as a JSON object (templates: {{ auth.NAME }})")
+    create.add_argument("--allow-sql", action="store_true",
+                        help="with --context: still allow actions that run the caller's SQL")
+    _state_options(create)
+    listing = commands["keys list"] = keys_sub.add_parser("list", help="list the API keys (never the keys)")
+    _state_options(listing)
+    revoke = commands["keys revoke"] = keys_sub.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("--name", required=True)
+    _state_options(revoke)
+    commands["keys secret"] = keys_sub.add_parser(
+        "secret", help="print a new secret key for PGACTIONS_SECRET_KEY (encrypts stored secrets)")
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -276,6 +324,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command in ("serve", "keys"):
+        return _service(args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -410,6 +460,26 @@ def _batch_status(data: dict[str, Any]) -> int:
     index = first.get("index", position)
     _fail_line(f"{len(failed)} of {len(entries)} items failed (first: item {index} {code}: {reason})")
     return EXIT_ITEMS_FAILED
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+def _service(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "serve":
+            from pgactions.service.serve_cli import serve_command
+
+            return serve_command(args)
+        from pgactions.service.keys_cli import keys_command
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] in _SERVER_MODULES:
+            raise UsageError(f"{args.command} needs the server extra: pip install 'pgactions[server]' "
+                             f"({exc.name} is missing)") from None
+        raise
+    return keys_command(args)
+
+
+_SERVER_MODULES = frozenset({"starlette", "uvicorn", "prometheus_client", "jwt", "anyio", "httpx"})
 
 
 # -- demo ----------------------------------------------------------------------------------------
