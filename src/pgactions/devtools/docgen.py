@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pgactions.service.status import HTTP_STATUS
 from pgactions.spec.errors import ERROR_CATALOG, SQLSTATE_CLASSES, SQLSTATE_CODES
 
 __all__ = ["errors_markdown"]
@@ -28,6 +29,15 @@ def errors_markdown() -> str:
         "`constraint` and `schema` are added when the server names them; `errors` lists every problem",
         "of an INVALID_INPUT with its JSON path.",
         "",
+        "## HTTP status (`pgactions serve`)",
+        "",
+        "The service answers every error with this status and the same error object, as",
+        "`{\"error\": {...}}` (src/pgactions/service/status.py; docs/service.md).",
+        "",
+        "| code | HTTP status |",
+        "|---|---:|",
+        *(f"| `{code}` | {HTTP_STATUS[code]} |" for code in ERROR_CATALOG),
+        "",
     ]
     for code, spec in ERROR_CATALOG.items():
         states = sorted(s for s, c in SQLSTATE_CODES.items() if c == code)
@@ -35,7 +45,7 @@ def errors_markdown() -> str:
         lines += [f"## `{code}`", "", f"**{spec.message}**", "", f"Cause: {spec.cause}", "", "Fix:"]
         lines += [f"{i}. {fix}" for i, fix in enumerate(spec.fix, 1)]
         lines.append("")
-        lines.append(f"Retryable: {'yes' if spec.retryable else 'no'}.")
+        lines.append(f"Retryable: {'yes' if spec.retryable else 'no'}. HTTP status: {HTTP_STATUS[code]}.")
         if states or classes:
             lines.append(f"SQLSTATE: {', '.join(states + classes)}.")
         lines.append("")

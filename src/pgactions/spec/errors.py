@@ -319,6 +319,11 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "running it a second time could apply its change twice.",
         ("Retry after the number of seconds in the Retry-After header; the stored answer is returned then.",),
         retryable=True),
+    "INTERNAL_ERROR": ErrorSpec(
+        "Something went wrong inside pgactions.",
+        "An unexpected failure in pgactions itself (a bug), not in the database or the request; "
+        "the service's log has the details under the request id.",
+        ("Try again; if it happens again, report it with the X-Request-Id of the response.",)),
 }
 
 # Lookup tables derived from the specs: exact SQLSTATE first, then its two-letter class.

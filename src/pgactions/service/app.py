@@ -1,0 +1,217 @@
+"""The ASGI application: routes, the one error boundary, request ids, the access log, metrics.
+
+``create_app(config)`` builds it; ``pgactions serve`` runs it under uvicorn.  Every failure
+leaves through :class:`Boundary` as ``{"error": {...}}`` with the status of ``status.py``; an
+unexpected exception becomes INTERNAL_ERROR (500), logged with the request id, never with a
+traceback in the response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pgactions.service.actions_api import action_routes
+from pgactions.service.config import ServiceConfig
+from pgactions.service.connections_api import connection_routes
+from pgactions.service.core import Service
+from pgactions.service.http import error_response, json_response
+from pgactions.service.metrics import Metrics, log_request
+from pgactions.service.status import http_status
+from pgactions.service.store import StateStore
+from pgactions.spec.errors import ActionError, make_error
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("pgactions.service")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starlette:
+    """The service for *config*; *store* defaults to the one the config names."""
+    from pgactions.service.auth import Authenticator, JwtSettings
+    from pgactions.service.state import open_store
+    from pgactions.service.untrusted import HostPolicy
+
+    store = store or open_store(config.state_dir, config.state_url)
+    jwt = _jwt_settings(JwtSettings, config.jwt) if config.jwt else None
+    authenticator = Authenticator(store, jwt, enabled=config.auth_enabled)
+    policy = HostPolicy(list(config.allow_hosts) if config.allow_hosts is not None else None, list(config.deny_hosts))
+    service = Service(config, store, authenticator, policy)
+    metrics = Metrics(lambda: _pool_states(service))
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        ready = await service.in_thread(request, lambda _c: service.store.readable())
+        if not ready:
+            return json_response({"ok": False, "detail": "the state store cannot be read"}, status=503)
+        return json_response({"ok": True})
+
+    async def metrics_page(request: Request) -> Response:
+        service.authenticate(request)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        from pgactions.service.openapi import openapi_bytes
+
+        return Response(openapi_bytes(), media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        from pgactions.service.openapi import docs_page
+
+        return HTMLResponse(docs_page())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        service.close()  # uvicorn has let in-flight requests finish: pools close, no backend left
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        *action_routes(service),
+        *connection_routes(service),
+        *_records_routes(service),
+    ]
+    middleware = [Middleware(Boundary, metrics=metrics)]
+    if config.cors_origins:  # off unless configured: browsers may not call the service from other sites
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                                     allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                                     allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer",
+                                                    "X-Request-Id"],
+                                     expose_headers=["X-Request-Id", "Content-Range", "Retry-After"]))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={ActionError: _action_error, HTTPException: _http_error})
+    app.state.service = service
+    app.state.metrics = metrics
+    return app
+
+
+def _jwt_settings(settings: Any, block: dict[str, Any]) -> Any:
+    """The config file's ``auth.jwt`` block (camelCase keys) as the authenticator's settings."""
+    return settings(secret=block.get("secret"), jwks_file=block.get("jwksFile"), audience=block.get("audience"),
+                    role_claim=block.get("roleClaim", "role"), context_claims=dict(block.get("contextClaims", {})))
+
+
+def _records_routes(service: Service) -> list[Route]:
+    try:
+        from pgactions.service.records_api import records_routes
+    except ImportError:
+        return []
+    return records_routes(service)
+
+
+async def _action_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ActionError)
+    request.scope.setdefault("state", {})["code"] = exc.code
+    return error_response(exc.payload)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing misses: no such endpoint (404) or method (405), in the same error shape."""
+    assert isinstance(exc, HTTPException)
+    code = "NOT_FOUND" if exc.status_code == 404 else "INVALID_INPUT"
+    payload = make_error(code, f"{request.method} {request.url.path}: "
+                               + ("no such endpoint (see /openapi.json)" if exc.status_code == 404
+                                  else f"{exc.detail or 'not allowed'}"))
+    request.scope.setdefault("state", {})["code"] = code
+    headers = dict(exc.headers or {})
+    return json_response({"error": payload}, exc.status_code if exc.status_code in (404, 405) else 422, headers)
+
+
+def _pool_states(service: Service) -> list[tuple[str, str, int]]:
+    states = []
+    for runtime in filter(None, (service.runtime, service._numeric_runtime)):
+        for profile, pool in list(getattr(runtime.pools, "_pools", {}).items()):
+            label = service.labels.get(profile, "inline")
+            idle = int(getattr(pool, "idle_count", 0))
+            size = int(getattr(pool, "size", 0))
+            states += [(label, "idle", idle), (label, "active", max(0, size - idle)),
+                       (label, "waiting", int(getattr(pool, "waiting_count", 0)))]
+    return states
+
+
+class Boundary:
+    """Outermost: gives each request an id (``X-Request-Id``, the caller's if it is a plain token),
+    times it, turns any unexpected exception into INTERNAL_ERROR, writes the access log line and
+    the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        sent = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("internal error in request %s", request_id)
+            state["code"] = "INTERNAL_ERROR"
+            if not sent:
+                response = json_response({"error": make_error("INTERNAL_ERROR", f"request {request_id}")},
+                                         http_status("INTERNAL_ERROR"))
+                await response(scope, receive, send_with_id)
+        self._account(scope, state, status, time.perf_counter() - started, request_id)
+
+    def _account(self, scope: Scope, state: dict[str, Any], status: int, seconds: float, request_id: str) -> None:
+        call = state.get("call")
+        code = str(state.get("code") or (getattr(call, "code", "OK") if status < 400 else "ERROR"))
+        action = getattr(call, "action_id", None)
+        if action is not None or code != "OK":
+            self.metrics.observe(action, code, seconds, getattr(call, "rows", None) if code == "OK" else None)
+        principal = getattr(call, "principal", None)
+        log_request({
+            "time": round(time.time(), 3), "requestId": request_id, "method": scope.get("method"),
+            "path": scope.get("path"), "status": status, "code": code,
+            "who": getattr(principal, "name", None), "action": action,
+            "connection": getattr(call, "connection_id", None), "rows": getattr(call, "rows", None),
+            "ms": round(seconds * 1000, 2),
+        })
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            try:
+                return str(value.decode("latin-1"))
+            except UnicodeDecodeError:
+                return None
+    return None

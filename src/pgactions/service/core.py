@@ -1,0 +1,268 @@
+"""What every route shares: the runtime, the stores, who may do what, and running an action in
+the bounded thread pool with the per-connection limit, cancellation on disconnect and idempotency.
+
+Routes (``actions_api``, ``connections_api``, ``records_api``) parse HTTP; this module decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+
+from pgactions.connection.profiles import ConnectionProfile
+from pgactions.limits import Limits
+from pgactions.runtime import ActionResult, Runtime
+from pgactions.service.config import ServiceConfig
+from pgactions.service.principal import Principal
+from pgactions.service.store import StateStore
+from pgactions.spec.errors import ActionError
+from pgactions.spec.manifests import Manifest
+
+__all__ = ["ActionRequest", "Service"]
+
+log = logging.getLogger("pgactions.service")
+
+IDEMPOTENCY_SECONDS = 24 * 3600
+# A vetted profile (DNS resolved and checked, addresses pinned) is reused this long.
+VETTED_SECONDS = 10.0
+
+
+@dataclass
+class ActionRequest:
+    """One call, parsed: what the access log and the metrics report about it, too."""
+
+    action_id: str
+    connection_id: str | None = None
+    rows: int | None = None
+    code: str = "OK"
+    principal: Principal | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """Owns the runtimes (one per numeric mode), the state store, the authenticator, the host
+    policy for callers' profiles, the thread limiter and the per-connection counters."""
+
+    def __init__(self, config: ServiceConfig, store: StateStore, authenticator: Any, policy: Any) -> None:
+        self.config, self.store, self.authenticator, self.policy = config, store, authenticator, policy
+        self.limits = Limits(default_timeout=config.timeout, max_timeout=config.timeout,
+                             max_result_bytes=config.max_result_bytes)
+        self.runtime = Runtime(self.limits)
+        self._numeric_runtime: Runtime | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._lock = threading.Lock()
+        self._running: dict[ConnectionProfile, int] = {}
+        self._vetted: dict[str, tuple[float, ConnectionProfile]] = {}
+        self._login_checked: dict[ConnectionProfile, bool] = {}
+        self.labels: dict[ConnectionProfile, str] = {}  # profile → metrics label (connection id or "inline")
+        self.closing = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # made inside the event loop
+            self._limiter = anyio.CapacityLimiter(self.config.threads)
+        return self._limiter
+
+    def runtime_for(self, numeric_as_number: bool) -> Runtime:
+        if not numeric_as_number:
+            return self.runtime
+        with self._lock:
+            if self._numeric_runtime is None:
+                self._numeric_runtime = Runtime(Limits(default_timeout=self.limits.default_timeout,
+                                                       max_timeout=self.limits.max_timeout,
+                                                       max_result_bytes=self.limits.max_result_bytes,
+                                                       numeric_as_number=True))
+            return self._numeric_runtime
+
+    def close(self) -> None:
+        self.closing = True
+        self.runtime.close()
+        if self._numeric_runtime is not None:
+            self._numeric_runtime.close()
+        self.store.close()
+
+    # -- who may do what -------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> Principal:
+        return self.authenticator.authenticate(request.headers.get("authorization"))  # type: ignore[no-any-return]
+
+    @staticmethod
+    def check_action(principal: Principal, manifest: Manifest) -> None:
+        if not principal.may_run(manifest.id):
+            raise ActionError("FORBIDDEN", f"this key may not run {manifest.id}", extra={"action": manifest.id})
+        if principal.read_only and not manifest.read_only:
+            raise ActionError("FORBIDDEN", f"this key is read-only and {manifest.id} writes",
+                              extra={"action": manifest.id})
+        if principal.sql_refused(manifest.id):
+            raise ActionError("FORBIDDEN", f"this key pins context values, so it may not run {manifest.id} "
+                                           "(free SQL); use a structured action, or a key created with --allow-sql",
+                              extra={"action": manifest.id})
+
+    # -- connections -------------------------------------------------------------------------------
+    def resolve_connection(self, principal: Principal, body: dict[str, Any]) -> tuple[ConnectionProfile, str | None]:
+        """The profile a request names: ``connectionId`` (stored) or ``connection`` (inline), vetted."""
+        has_id, has_inline = "connectionId" in body, "connection" in body
+        if has_id == has_inline:
+            raise ActionError("INVALID_INPUT", "give either connection (a URL or profile object) or connectionId",
+                              extra={"field": "connection"})
+        if has_id:
+            connection_id = body["connectionId"]
+            if not isinstance(connection_id, str) or not connection_id:
+                raise ActionError("INVALID_INPUT", "connectionId must be a non-empty string",
+                                  extra={"field": "connectionId"})
+            return self.stored_profile(principal, connection_id), connection_id
+        if principal.connections is not None:
+            raise ActionError("FORBIDDEN", "this key may use stored connections only (connectionId)",
+                              extra={"field": "connection"})
+        spec = body["connection"]
+        if not isinstance(spec, (str, dict)):
+            raise ActionError("INVALID_CONNECTION", "connection must be a postgresql:// URL or a profile object",
+                              extra={"field": "connection"})
+        profile = self.vet(spec)
+        self.labels.setdefault(profile, "inline")
+        return profile, None
+
+    def stored_profile(self, principal: Principal, connection_id: str) -> ConnectionProfile:
+        if not principal.may_use(connection_id):
+            raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}",
+                              extra={"connectionId": connection_id})
+        try:
+            spec = self.store.get_connection(connection_id)
+        except ValueError:
+            spec = None
+        if spec is None:
+            raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
+                              extra={"connectionId": connection_id})
+        profile = self.vet(spec)
+        self.labels[profile] = connection_id
+        return profile
+
+    def vet(self, spec: str | dict[str, Any]) -> ConnectionProfile:
+        """A caller's profile checked against the host policy (no files, no environment, allowed
+        addresses only; DNS answers pinned), reused for a few seconds."""
+        from pgactions.service.untrusted import vet_profile
+
+        key = spec if isinstance(spec, str) else orjson.dumps(spec, option=orjson.OPT_SORT_KEYS).decode()
+        now = time.monotonic()
+        cached = self._vetted.get(key)
+        if cached is not None and now - cached[0] < VETTED_SECONDS:
+            return cached[1]
+        profile = vet_profile(spec, self.policy)
+        if len(self._vetted) > 1024:
+            self._vetted.clear()
+        self._vetted[key] = (now, profile)
+        return profile
+
+    def check_role_login(self, profile: ConnectionProfile) -> None:
+        """A role claim is honoured only where the login role cannot skip row-level security."""
+        known = self._login_checked.get(profile)
+        if known is None:
+            rows = self.runtime.run("query_rows", profile, {
+                "query": "SELECT rolsuper OR rolbypassrls AS unsafe FROM pg_roles WHERE rolname = session_user"}).data
+            known = bool(rows["rows"] and rows["rows"][0]["unsafe"])
+            self._login_checked[profile] = known
+        if known:
+            raise ActionError("FORBIDDEN", "the connection logs in as a superuser or a role with BYPASSRLS, so a "
+                                           "token's role claim would not limit what it sees; use a login role "
+                                           "with no privileges of its own (NOINHERIT) granted the claim's roles",
+                              extra={"field": "role"})
+
+    # -- running ------------------------------------------------------------------------------------
+    def slot(self, profile: ConnectionProfile) -> _Slot:
+        return _Slot(self, profile)
+
+    def per_connection(self, profile: ConnectionProfile) -> int:
+        if self.config.per_connection is not None:
+            return self.config.per_connection
+        # Beyond the pool's size, actions wait for a connection (FIFO, within their timeout); past
+        # this many, a request is refused at once rather than queued without bound.
+        return max(4 * profile.maxConnections, 16)
+
+    async def in_thread(self, request: Request, work: Callable[[threading.Event], Any]) -> Any:
+        """Run *work* in the bounded thread pool; if the client goes away meanwhile, set its
+        cancel event (the runtime cancels the query on the server and rolls back)."""
+        cancel = threading.Event()
+        result: Any = None
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(_watch_disconnect, request, cancel)
+            try:
+                result = await anyio.to_thread.run_sync(work, cancel, limiter=self.limiter)
+            except Exception as exc:  # raised outside the group, so it is not wrapped in an ExceptionGroup
+                failure = exc
+            group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    def run_action(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
+                   inputs: dict[str, Any], context: dict[str, Any], options: dict[str, Any],
+                   cancel: threading.Event, flow: Any = None, step: Any = None) -> ActionResult:
+        """Runtime.run with the request's options and the principal's role and pinned values."""
+        if principal.role is not None:
+            self.check_role_login(profile)
+        runtime = self.runtime_for(bool(options.get("numericAsNumber")))
+        limits = self.limits
+        if options.get("maxResultBytes") is not None:
+            limits = Limits(default_timeout=limits.default_timeout, max_timeout=limits.max_timeout,
+                            max_result_bytes=min(int(options["maxResultBytes"]), limits.max_result_bytes))
+        with self.slot(profile):
+            return runtime.run(manifest.id, profile, inputs, context, flow=flow, step=step, cancel=cancel,
+                               limits=limits, role=principal.role)
+
+    def run_batch(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
+                  items: list[Any], mode: str, context: dict[str, Any], cancel: threading.Event,
+                  flow: Any = None, step: Any = None) -> ActionResult:
+        if principal.role is not None:
+            self.check_role_login(profile)
+        with self.slot(profile):
+            return self.runtime.run_batch(manifest.id, profile, items, mode, context, flow=flow, step=step,
+                                          cancel=cancel, role=principal.role)
+
+    # -- idempotency -----------------------------------------------------------------------------------
+    def idempotency_key(self, principal: Principal, header: str) -> str:
+        if not 1 <= len(header) <= 255 or not header.isprintable():
+            raise ActionError("INVALID_INPUT", "Idempotency-Key must be 1 to 255 printable characters",
+                              extra={"field": "Idempotency-Key"})
+        # Scoped to the caller: another key holder cannot read this answer by guessing the key.
+        return hashlib.sha256(f"{principal.kind}:{principal.name}\0{header}".encode()).hexdigest()
+
+
+class _Slot:
+    """One of the actions running at once on a connection; over the limit → RATE_LIMITED."""
+
+    def __init__(self, service: Service, profile: ConnectionProfile) -> None:
+        self.service, self.profile = service, profile
+
+    def __enter__(self) -> None:
+        service = self.service
+        limit = service.per_connection(self.profile)
+        with service._lock:
+            running = service._running.get(self.profile, 0)
+            if running >= limit:
+                raise ActionError("RATE_LIMITED", f"{running} actions are already running on this connection "
+                                                  f"(the limit is {limit}); try again shortly",
+                                  extra={"retryAfter": 1})
+            service._running[self.profile] = running + 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.service._lock:
+            self.service._running[self.profile] -= 1
+
+
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancel.set()
+            return

@@ -1,0 +1,85 @@
+"""JSON in and out of HTTP: the request body (size-capped, integers kept exact) and responses,
+including the one error response every failure becomes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pgactions.db.output import loads_exact
+from pgactions.service.status import http_status
+from pgactions.spec.errors import ActionError, make_error
+
+__all__ = ["error_response", "json_response", "read_json"]
+
+JSON = "application/json"
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """*content*: bytes already JSON (an action's output, never parsed again) or a value."""
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    return Response(body, status_code=status, headers=headers, media_type=JSON)
+
+
+def error_response(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    status = http_status(payload.get("code", "INTERNAL_ERROR"))
+    headers = dict(headers or {})
+    if payload.get("code") in ("RATE_LIMITED", "REQUEST_IN_PROGRESS") or status == 503:
+        headers.setdefault("Retry-After", str(payload.get("retryAfter", 1)))
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="pgactions"')
+    return json_response({"error": payload}, status, headers)
+
+
+def action_error_response(exc: ActionError) -> Response:
+    return error_response(exc.payload)
+
+
+def internal_error(request_id: str) -> dict[str, Any]:
+    return make_error("INTERNAL_ERROR", f"request {request_id}")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON; larger than *limit* → REQUEST_TOO_LARGE (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ActionError("INVALID_INPUT", "the request body is empty; send a JSON object",
+                          extra={"field": "(body)"})
+    try:
+        value = loads_exact(raw)
+    except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ActionError("INVALID_INPUT", f"the request body is not valid JSON ({_short(exc)})",
+                          extra={"field": "(body)"}) from None
+    return value
+
+
+def _too_large(limit: int) -> ActionError:
+    return ActionError("REQUEST_TOO_LARGE", f"the body is larger than {limit:,} bytes", extra={"limit": limit})
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]
+
+
+def object_body(value: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """A JSON object with only the *allowed* keys (a misspelt key is an error, not ignored)."""
+    if not isinstance(value, dict):
+        raise ActionError("INVALID_INPUT", "the request body must be a JSON object", extra={"field": "(body)"})
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ActionError("INVALID_INPUT", f"unknown field {unknown[0]!r} in the request body "
+                                           f"(allowed: {', '.join(sorted(allowed))})", extra={"field": unknown[0]})
+    return value

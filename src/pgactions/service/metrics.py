@@ -1,0 +1,89 @@
+"""Prometheus metrics and the access log.
+
+Five metrics, low-cardinality labels only (action ids, error codes, connection ids — never SQL
+text or values): ``pgactions_actions_total{action,code}``, ``pgactions_action_duration_seconds{action}``,
+``pgactions_rows_total{action,direction}``, ``pgactions_pool_connections{connection,state}`` and
+``pgactions_errors_total{code}``.  Each app has its own registry (tests start several).
+
+The access log is one JSON line per request on the ``pgactions.access`` logger; it is also the
+audit record: who (key name or token subject), which action, which connection id, the outcome
+code, rows and duration — never the inputs' values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from pgactions.spec.manifests import load_manifests
+
+__all__ = ["Metrics", "access_log"]
+
+access_log = logging.getLogger("pgactions.access")
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, pool_states: Callable[[], list[tuple[str, str, int]]]) -> None:
+        disable_created_metrics()  # the *_created series double the output and say nothing a scrape needs
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.actions = Counter("pgactions_actions", "Actions run, by outcome code (OK on success).",
+                               ["action", "code"], registry=self.registry)
+        self.duration = Histogram("pgactions_action_duration_seconds", "Time to answer an action request.",
+                                  ["action"], buckets=_BUCKETS, registry=self.registry)
+        self.rows = Counter("pgactions_rows", "Rows read (returned) or written (changed) by actions.",
+                            ["action", "direction"], registry=self.registry)
+        self.errors = Counter("pgactions_errors", "Requests answered with an error, by code.", ["code"],
+                              registry=self.registry)
+        self.registry.register(_PoolCollector(pool_states))
+        self._read_only = {m.id: m.read_only for m in load_manifests().values()}
+
+    def observe(self, action: str | None, code: str, seconds: float, rows: int | None) -> None:
+        if code != "OK":
+            self.errors.labels(code).inc()
+        if action is None:
+            return
+        self.actions.labels(action, code).inc()
+        self.duration.labels(action).observe(seconds)
+        if rows:
+            direction = "read" if self._read_only.get(action, True) else "written"
+            self.rows.labels(action, direction).inc(rows)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PoolCollector:
+    """Pool sizes read at scrape time (nothing to keep in step)."""
+
+    def __init__(self, states: Callable[[], list[tuple[str, str, int]]]) -> None:
+        self.states = states
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("pgactions_pool_connections", "Pooled database connections by state.",
+                                   labels=["connection", "state"])
+        totals: dict[tuple[str, str], int] = {}
+        for connection, state, count in self.states():
+            totals[(connection, state)] = totals.get((connection, state), 0) + count
+        for (connection, state), count in sorted(totals.items()):
+            family.add_metric([connection, state], count)
+        yield family
+
+
+def log_request(record: dict[str, Any]) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(orjson.dumps(record).decode())
+
+
+def now() -> float:
+    return time.perf_counter()

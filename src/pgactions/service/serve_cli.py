@@ -1,0 +1,99 @@
+"""``pgactions serve``: the settings, logging, then uvicorn.
+
+With ``--workers N`` uvicorn starts N processes; each builds its own app (one Runtime and its
+pools per process) from the settings passed in ``PGACTIONS_SERVE_CONFIG``.  SIGTERM/SIGINT stop
+accepting, let in-flight actions finish (each within its timeout), then close every pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from pgactions.service.config import ConfigError, ServiceConfig, load_config
+
+__all__ = ["app_factory", "serve_command"]
+
+_CONFIG_VARIABLE = "PGACTIONS_SERVE_CONFIG"
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"pgactions: {exc}", file=sys.stderr, flush=True)
+        return 2
+    _setup_logging(bool(getattr(args, "verbose", False)))
+    try:
+        _check_state(config)
+    except Exception as exc:  # the store cannot be opened: say why in one line, no traceback
+        print(f"pgactions: cannot open the service's state: {exc}", file=sys.stderr, flush=True)
+        return 1
+    os.environ[_CONFIG_VARIABLE] = json.dumps(dataclasses.asdict(config))
+    scheme_host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"pgactions serve: http://{scheme_host}:{config.port} — auth "
+          f"{'on (Authorization: Bearer <key>)' if config.auth_enabled else 'OFF (--no-auth)'}, "
+          f"{config.workers} worker(s); API: /docs, /openapi.json", file=sys.stderr, flush=True)
+    uvicorn.run("pgactions.service.serve_cli:app_factory", factory=True, host=config.host, port=config.port,
+                workers=config.workers if config.workers > 1 else None, log_level="warning", access_log=False,
+                server_header=False, timeout_graceful_shutdown=int(config.timeout) + 5, lifespan="on")
+    return 0
+
+
+def app_factory() -> Any:
+    """Built in each worker process from the settings the command passed."""
+    from pgactions.service.app import create_app
+
+    data = json.loads(os.environ[_CONFIG_VARIABLE])
+    data["cors_origins"] = tuple(data["cors_origins"])
+    data["deny_hosts"] = tuple(data["deny_hosts"])
+    if data["allow_hosts"] is not None:
+        data["allow_hosts"] = tuple(data["allow_hosts"])
+    data["toolsets"] = {k: tuple(v) for k, v in data["toolsets"].items()}
+    _setup_logging(False)
+    return create_app(ServiceConfig(**data))
+
+
+def _check_state(config: ServiceConfig) -> None:
+    """Open the store once before the workers start: a missing key or database is said now, and a
+    first start creates the state directory and its key file."""
+    from pgactions.service.state import open_store
+
+    store = open_store(config.state_dir, config.state_url)
+    try:
+        if config.auth_enabled and not store.list_keys():
+            print("pgactions serve: no API keys yet — create one: pgactions keys create --name NAME"
+                  + (f" --state-dir {config.state_dir}" if config.state_dir else ""), file=sys.stderr, flush=True)
+    finally:
+        store.close()
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "pgactions.access":
+            return record.getMessage()
+        line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage()}
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__  # the type only: a message may hold a secret
+        return json.dumps(line)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """JSON lines on stderr: the access log (one line per request) and warnings."""
+    root = logging.getLogger("pgactions")
+    if any(isinstance(h.formatter, _JsonLines) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("pgactions.access").setLevel(logging.INFO)
+    root.propagate = False
