@@ -12,6 +12,13 @@ other exception leaves :func:`load_profile`, and no error repeats the connection
 Secrets (password, private key, key pass phrase, OAuth secret) live in the profile and nowhere
 else: ``repr`` hides them and :meth:`ConnectionProfile.secrets` lets the error boundary scrub them
 from anything shown to a user.
+
+A profile from someone other than the host's operator (``pgactions serve``'s callers) is parsed
+with ``environment=False``: no field is filled from the PG* variables, and the profile remembers
+it, so :meth:`ConnectionProfile.connect_kwargs` also gives libpq an explicit value for every
+keyword it would otherwise take from the environment or from the OS user's files (``PGPASSWORD``,
+``~/.pgpass``, ``~/.postgresql/postgresql.crt`` and ``.key``, ``root.crt``, ``root.crl`` …): see
+:data:`SEALED_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,8 @@ import yaml
 from pgactions.connection.pemfiles import is_pem_text, materialize
 from pgactions.spec.errors import ActionError
 
-__all__ = ["ConnectionProfile", "forget_profiles", "load_profile", "pg_environment"]
+__all__ = ["NO_FILE", "SEALED_OPTIONS", "ConnectionProfile", "field_origins", "forget_profiles", "load_profile",
+           "pg_environment"]
 
 # libpq keyword → profile field, for URL query strings and environment variables.
 _LIBPQ_FIELDS = {
@@ -69,6 +77,37 @@ SECRET_FIELDS = frozenset({"password", "sslKey", "sslPassword", "url"})
 # libpq options that hold secrets when passed through extraOptions.
 _SECRET_OPTIONS = frozenset({"oauth_client_secret", "scram_client_key", "scram_server_key"})
 
+# A file name that can never exist (nothing can be created under /dev/null): libpq, told to read a
+# file there, finds none and goes on as if it was not given, instead of falling back to the OS
+# user's own file (~/.pgpass, ~/.postgresql/postgresql.crt …).  An empty value would not do: libpq
+# reads an empty sslcert, sslkey, sslrootcert, sslcrl or passfile as "use the default file".
+NO_FILE = "/dev/null/no-file"
+# For a profile parsed with environment=False: the value libpq gets for each keyword the profile
+# does not set itself, so that libpq takes nothing from the process's environment (PGPASSWORD,
+# PGHOSTADDR, PGSSLKEY …), from the OS user's files, or from the group of a pg_service.conf named by
+# PGSERVICE (a service group only fills keywords still unset).  An empty value means "none" for these
+# keywords.  Keywords libpq knows with an environment variable and not listed here get their
+# compiled default (``Conninfo.get_defaults()``), or "" when there is none; see _sealed_options.
+SEALED_OPTIONS: dict[str, str] = {
+    "password": "",  # not PGPASSWORD; then libpq reads the passfile, which is NO_FILE
+    "passfile": NO_FILE,  # not PGPASSFILE or ~/.pgpass
+    "hostaddr": "",  # not PGHOSTADDR
+    "sslcert": NO_FILE, "sslkey": NO_FILE,  # not PGSSLCERT/PGSSLKEY or ~/.postgresql/postgresql.crt/.key
+    "sslrootcert": NO_FILE,  # not PGSSLROOTCERT or ~/.postgresql/root.crt (verify-ca/-full then need one given)
+    "sslcrl": NO_FILE, "sslcrldir": "",  # not PGSSLCRL/PGSSLCRLDIR or ~/.postgresql/root.crl
+    "sslpassword": "",  # never a prompt
+    "options": "", "client_encoding": "", "requirepeer": "", "gsslib": "", "ssl_max_protocol_version": "",
+    "sslcertmode": "allow",
+    # Never the service's own Kerberos/SSPI credentials: no GSS encryption, no GSS or SSPI authentication.
+    "gssencmode": "disable", "gssdelegation": "0", "require_auth": "!gss,!sspi",
+    "oauth_issuer": "", "oauth_client_id": "", "oauth_client_secret": "", "oauth_scope": "",
+    "sslkeylogfile": "", "replication": "",
+}
+# Keywords libpq reads from the environment that are left to it: "service" (PGSERVICE; an empty value
+# would mean a service named "", and once every other keyword is set a service group has nothing
+# left to fill) and the protocol versions (no empty value; only which protocol version is spoken).
+UNSEALED_OPTIONS = frozenset({"service", "min_protocol_version", "max_protocol_version"})
+
 
 @dataclass(frozen=True)
 class ConnectionProfile:
@@ -92,12 +131,15 @@ class ConnectionProfile:
     # Other libpq keywords (keepalives_idle, target_session_attrs, hostaddr …), sorted pairs so the
     # profile stays hashable (pools are cached per profile).
     extraOptions: tuple[tuple[str, str], ...] = ()
+    # False: parsed without the PG* variables, and libpq is kept from reading the environment and the
+    # OS user's files when connecting (SEALED_OPTIONS).  Not a field of the connection schema.
+    environment: bool = True
 
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or value == ():
+            if value is None or value == () or (f.name == "environment" and value):
                 continue
             if f.name in SECRET_FIELDS:
                 value = "***"
@@ -145,10 +187,15 @@ class ConnectionProfile:
         if self.sslPassword is not None:
             kwargs["sslpassword"] = self.sslPassword
         kwargs.update(self.tls_files)
+        if not self.environment:
+            for keyword, value in _sealed_options().items():
+                kwargs.setdefault(keyword, value)
         return kwargs
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConnectionProfile:
+    def from_dict(cls, data: dict[str, Any], *, environment: bool = True) -> ConnectionProfile:
+        """A validated profile.  *environment* False: no field is taken from the PG* variables (nor
+        PGACTIONS_IGNORE_PG_ENV consulted), and the profile keeps libpq from reading them too."""
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}
         url_options: dict[str, Any] = {}
@@ -161,7 +208,7 @@ class ConnectionProfile:
                 value = {**url_options, **value}  # the URL's libpq options, then the field's
             if key != "url":
                 values[key], origins[key] = value, key
-        for var, key in _environment_defaults().items():
+        for var, key in (_environment_defaults() if environment else {}).items():
             if key not in values:
                 values[key], origins[key] = os.environ[var], var
         for key, kind in _NUMERIC_FIELDS.items():
@@ -170,11 +217,12 @@ class ConnectionProfile:
         _validate(data, values, origins, url_options)
         values.pop("url", None)
         options = values.pop("extraOptions", {})
-        return cls(**values, extraOptions=tuple(sorted((k, _option_text(v)) for k, v in options.items())))
+        return cls(**values, extraOptions=tuple(sorted((k, _option_text(v)) for k, v in options.items())),
+                   environment=environment)
 
     @classmethod
-    def from_url(cls, url: str) -> ConnectionProfile:
-        return cls.from_dict({"url": url})
+    def from_url(cls, url: str, *, environment: bool = True) -> ConnectionProfile:
+        return cls.from_dict({"url": url}, environment=environment)
 
 
 _URL_PREFIXES = ("postgresql://", "postgres://")
@@ -227,6 +275,28 @@ def _parse_url(url: str) -> dict[str, Any]:
     if extra:
         values["extraOptions"] = extra
     return values
+
+
+def field_origins(spec: str | dict[str, Any]) -> dict[str, str]:
+    """Where each value a profile object or URL sets comes from, as errors name it: profile field →
+    ``"host"`` or ``"url: host"``; libpq option → ``"extraOptions/hostaddr"`` or ``"url: hostaddr"``
+    (keys ``"extraOptions/<keyword>"``).  For a spec that already passed validation."""
+    data = {"url": spec} if isinstance(spec, str) else spec
+    origins: dict[str, str] = {}
+    url = data.get("url")
+    if isinstance(url, str) and url.startswith(_URL_PREFIXES):
+        keywords = {f: k for k, f in _LIBPQ_FIELDS.items()} | {"schema": "options"}  # ?options=-c search_path=…
+        for key, value in _parse_url(url).items():
+            if key == "extraOptions":
+                origins.update({f"extraOptions/{k}": f"url: {k}" for k in value})
+            else:
+                origins[key] = f"url: {keywords.get(key, key)}"
+    for key, value in data.items():
+        if key == "extraOptions" and isinstance(value, dict):
+            origins.update({f"extraOptions/{k}": f"extraOptions/{k}" for k in value})
+        elif key != "url":
+            origins[key] = key
+    return origins
 
 
 def _option_text(value: Any) -> str:
@@ -324,6 +394,20 @@ def _libpq_keywords() -> frozenset[str]:
     return frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults())
 
 
+@lru_cache(maxsize=1)
+def _sealed_options() -> dict[str, str]:
+    """SEALED_OPTIONS for the keywords this libpq knows, plus every other keyword it would read from
+    an environment variable, at its compiled default."""
+    from psycopg import pq
+
+    sealed = {k: v for k, v in SEALED_OPTIONS.items() if k in _libpq_keywords()}
+    for option in pq.Conninfo.get_defaults():
+        keyword = option.keyword.decode()
+        if option.envvar and keyword not in sealed and keyword not in UNSEALED_OPTIONS:
+            sealed[keyword] = option.compiled.decode() if option.compiled is not None else ""
+    return sealed
+
+
 def _safe_message(error: jsonschema.ValidationError) -> str:
     """jsonschema quotes the offending value; never echo a secret field's value."""
     path = list(error.absolute_path)
@@ -335,10 +419,16 @@ def _safe_message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionProfile:
-    """A profile from an object, a ``postgresql://`` URL, or the path of a YAML/JSON file."""
+def load_profile(spec: str | dict[str, Any] | ConnectionProfile, *, environment: bool = True) -> ConnectionProfile:
+    """A profile from an object, a ``postgresql://`` URL, or the path of a YAML/JSON file.
+
+    *environment* False: nothing is taken from the PG* variables, and libpq is kept from reading
+    them (and the OS user's ~/.pgpass, client certificate …) when connecting.  It does not stop a
+    string from being read as a file name: a caller's profile goes through
+    ``pgactions.service.untrusted.vet_profile``, which allows URLs and objects only.
+    """
     if isinstance(spec, ConnectionProfile):
-        return spec
+        return spec if spec.environment or environment else replace(spec, environment=False)
     if not isinstance(spec, (str, dict)):
         raise _invalid([{"path": "connection", "message": "must be a postgresql:// URL, a profile object "
                                                           "or the path of a profile file"}])
@@ -347,22 +437,22 @@ def load_profile(spec: str | dict[str, Any] | ConnectionProfile) -> ConnectionPr
             key = tuple((k, _freeze(v)) for k, v in spec.items())  # a host passes the same object each run
             hash(key)
         except TypeError:  # an unhashable value: it will fail validation anyway
-            return ConnectionProfile.from_dict(spec)
-        return _profile_from_items(key)
+            return ConnectionProfile.from_dict(spec, environment=environment)
+        return _profile_from_items(key, environment)
     if spec.startswith(_URL_PREFIXES):
-        return _profile_from_items((("url", spec),))
+        return _profile_from_items((("url", spec),), environment)
     scheme = _SCHEME.match(spec)
     if scheme and spec[scheme.end():].startswith("//"):
         raise _invalid([{"path": "url", "message": f"the scheme {scheme.group(1)}:// is not supported: "
                                                    "write postgresql://user:password@host:5432/database"}])
-    return _profile_from_file(spec)
+    return _profile_from_file(spec, environment)
 
 
 def _freeze(value: Any) -> Any:
     return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
-def _profile_from_file(spec: str) -> ConnectionProfile:
+def _profile_from_file(spec: str, environment: bool = True) -> ConnectionProfile:
     """A YAML or JSON profile file.  Errors name the file only when the text plainly is a file name
     (a mistyped URL may hold a password) and never quote the file's content."""
     path = Path(spec)
@@ -393,7 +483,7 @@ def _profile_from_file(spec: str) -> ConnectionProfile:
     if not isinstance(data, dict):
         raise _invalid([{"path": "connection", "message": f"the {shown} must hold one object of connection "
                                                           "fields (host, port, database …) or a url"}])
-    return ConnectionProfile.from_dict(data)
+    return ConnectionProfile.from_dict(data, environment=environment)
 
 
 def forget_profiles() -> None:
@@ -405,6 +495,6 @@ def forget_profiles() -> None:
 # The PG* environment variables are read then (reading them on every run cost more than the
 # rest of the lookup), so a profile seen before keeps the defaults it was parsed with.
 @lru_cache(maxsize=256)
-def _profile_from_items(items: tuple[tuple[str, Any], ...]) -> ConnectionProfile:
+def _profile_from_items(items: tuple[tuple[str, Any], ...], environment: bool = True) -> ConnectionProfile:
     return ConnectionProfile.from_dict({k: dict(v) if k == "extraOptions" and isinstance(v, tuple) else v
-                                        for k, v in items})
+                                        for k, v in items}, environment=environment)
