@@ -27,6 +27,7 @@ from pgactions.service.state import (
     idempotency_to_json,
     key_from_json,
     key_to_json,
+    valid_id,
 )
 from pgactions.service.store import IdempotencyRecord, KeyRecord
 
@@ -134,6 +135,8 @@ class PostgresStore:
         return stored is not None and profile_needs_reencrypt(self.keyring, stored)
 
     def _stored_profile(self, connection_id: str) -> dict[str, Any] | None:
+        if not valid_id(connection_id):
+            return None  # an id no connection can have: simply not found
         query = self._q("SELECT profile FROM {s}.connections WHERE id = %s")
         row = self._run(lambda c: c.execute(query, [connection_id]).fetchone())
         return None if row is None else dict(row[0])
@@ -143,6 +146,8 @@ class PostgresStore:
         return [r[0] for r in self._run(lambda c: c.execute(query).fetchall())]
 
     def delete_connection(self, connection_id: str) -> bool:
+        if not valid_id(connection_id):
+            return False
         query = self._q("DELETE FROM {s}.connections WHERE id = %s")
         return self._run(lambda c: c.execute(query, [connection_id]).rowcount) > 0
 
@@ -159,6 +164,8 @@ class PostgresStore:
             raise ValueError(f"an API key named {record.name!r} exists; revoke it first or choose another name")
 
     def find_key(self, key_hash: str) -> KeyRecord | None:
+        if not key_hash.isascii() or not key_hash.isalnum():
+            return None  # not a hex digest (and nothing PostgreSQL's text could refuse)
         query = self._q("SELECT record FROM {s}.api_keys WHERE key_hash = %s")
         row = self._run(lambda c: c.execute(query, [key_hash]).fetchone())
         if row is None:
@@ -171,6 +178,8 @@ class PostgresStore:
         return [key_from_json(r[0]) for r in self._run(lambda c: c.execute(query).fetchall())]
 
     def revoke_key(self, name: str) -> bool:
+        if not valid_id(name):
+            return False
         query = self._q("UPDATE {s}.api_keys SET revoked = true, "
                         "record = jsonb_set(record, '{{revoked}}', 'true') WHERE name = %s")
         return self._run(lambda c: c.execute(query, [name]).rowcount) > 0
