@@ -142,6 +142,14 @@ def test_parse_filters_groups() -> None:
         {"or": [{"column": "b", "operator": "eq", "value": "2"}, {"column": "c", "operator": "eq", "value": "3"}]}]}]
 
 
+def test_deep_groups_are_refused() -> None:
+    deep = "(" + "or(" * 40 + "a.eq.1" + ")" * 40 + ")"
+    payload = _refused(parse_filters, [("and", deep)])
+    assert payload["field"] == "and" and "nested deeper" in payload["detail"]
+    ok = "(" + "or(" * 20 + "a.eq.1" + ")" * 20 + ")"
+    assert parse_filters([("and", ok)])
+
+
 def test_not_like_in_a_group_is_refused() -> None:
     payload = _refused(parse_filters, [("and", "(a.gte.1,not.and(d.eq.1,e.like.*q))")])
     assert payload["field"] == "and" and "not.like" in payload["detail"]
@@ -459,6 +467,7 @@ def test_unknown_columns_are_invalid_input_naming_them(runtime: Runtime, people:
     payload = info.value.payload
     assert info.value.code == "INVALID_INPUT" and payload["field"] == field
     assert repr(column) in payload["detail"] and "name" in payload["columns"]
+    assert payload["detail"].startswith(f"{field}: ") and "where/" not in payload["detail"]
 
 
 def test_unknown_table_stays_undefined_table(runtime: Runtime, people: Any) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 from pgactions.spec.errors import ActionError
 
 __all__ = [
-    "COUNT_LIMIT", "RESERVED_PARAMS", "RecordCall", "Target", "column_error_to_invalid", "count_needed",
+    "COUNT_LIMIT", "FIND_ROWS_MAX", "MAX_GROUP_DEPTH", "RESERVED_PARAMS", "SINGLE_OBJECT", "RecordCall", "Target", "column_error_to_invalid", "count_needed",
     "list_functions", "list_schemas", "list_tables", "parse_filters", "parse_order", "parse_prefer",
     "parse_select", "parse_target", "rpc", "shape_response", "table_delete", "table_insert", "table_metadata",
     "table_read", "table_update",
@@ -50,6 +50,8 @@ RESERVED_PARAMS = frozenset({"select", "order", "limit", "offset", "allowAllRows
 FIND_ROWS_MAX = 1_000_000
 COUNT_LIMIT = FIND_ROWS_MAX
 SINGLE_OBJECT = "application/vnd.pgrst.object+json"
+# or(…)/and(…) nested deeper than this are refused (each level is a recursion, here and in the action).
+MAX_GROUP_DEPTH = 32
 
 # PostgREST operator → the actions' operator.
 _OPERATORS = {"eq": "eq", "neq": "ne", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte", "like": "like",
@@ -368,8 +370,10 @@ def _filter(key: str, value: str) -> dict[str, Any]:
     return _condition(column, value, key, in_tree=False)
 
 
-def _group(kind: str, value: str, field: str) -> dict[str, Any]:
+def _group(kind: str, value: str, field: str, depth: int = 1) -> dict[str, Any]:
     """``(a.eq.1,b.gt.2,and(c.lt.3,d.is.null))`` → {"or"|"and": [...]}."""
+    if depth > MAX_GROUP_DEPTH:
+        raise _invalid(field, f"{field}: groups nested deeper than {MAX_GROUP_DEPTH} levels")
     if not (value.startswith("(") and value.endswith(")")):
         raise _invalid(field, f"{field}: expected a parenthesized list, e.g. {kind}=(a.eq.1,b.gt.2)")
     items = []
@@ -379,7 +383,7 @@ def _group(kind: str, value: str, field: str) -> dict[str, Any]:
             raise _invalid(field, f"{field}: an empty condition in {value!r}")
         match = re.fullmatch(r"(not\.)?(and|or)(\(.*\))", item, flags=re.S)
         if match:
-            node = _group(match.group(2), match.group(3), field)
+            node = _group(match.group(2), match.group(3), field, depth + 1)
             items.append(_negate(node, field) if match.group(1) else node)
             continue
         column, rest = _take_name(item, field)
@@ -858,8 +862,9 @@ def column_error_to_invalid(exc: ActionError, call: RecordCall | None = None) ->
     extra = {k: v for k, v in payload.items()
              if k not in ("code", "message", "cause", "fix", "retryable", "sqlstate", "detail", "position")}
     extra["field"] = param or action_field or "select"
-    detail = payload.get("detail") or payload.get("message")
-    if param and action_field and param != action_field:
-        detail = f"{param}: {detail}"
+    detail = str(payload.get("detail") or payload.get("message"))
+    if param and action_field:
+        # the action's own path (where/0/column) means nothing to the caller: name the parameter
+        detail = f"{param}: {detail.removeprefix(f'{action_field}: ')}"
     return ActionError("INVALID_INPUT", detail, sqlstate=payload.get("sqlstate"), extra=extra)
 
