@@ -29,6 +29,9 @@ from pgactions.service.records import (
     table_update,
 )
 
+# The database tests also run through PgBouncer in transaction mode (the parser tests once).
+pytestmark = pytest.mark.pooler_modes
+
 # --------------------------------------------------------------------------------------------
 # Parsers, no database
 
@@ -262,7 +265,7 @@ def test_write_calls() -> None:
     assert _refused(table_insert, "t", [1, 2])["field"] == "body/0"
     assert _refused(table_insert, "t", "x")["field"] == "body"
     assert _refused(table_insert, "t", {"a": 1}, None, [("on_conflict", "a")])["field"] == "on_conflict"
-    assert _refused(table_insert, "t", {"a": 1}, None, [("a", "eq.1")])["field"] == "a"
+    assert _refused(table_insert, "t", {"a": 1}, None, [("select", "*"), ("a", "eq.1")])["field"] == "a"
     assert _refused(table_insert, "t", {"a": 1}, None, [("select", "a")])["field"] == "select"
     table_insert("t", {"a": 1}, "return=representation", [("select", "*")])  # supabase-js sends select=*
 

@@ -631,9 +631,9 @@ def table_insert(target: Target | str, body: Any,
     target = parse_target(target) if isinstance(target, str) else target
     params = list(params)
     reserved = _write_params(params, ("select", "columns", "on_conflict"))
-    where, _ = _filters(params, RESERVED_PARAMS)
-    if where:
-        raise _invalid(params[0][0] if params else "filter", "filters do not apply to POST (inserting rows)")
+    filters = [key for key, _ in params if key not in RESERVED_PARAMS]
+    if filters:
+        raise _invalid(filters[0], f"{filters[0]}: filters do not apply to POST (inserting rows)")
     prefs = _prefs(prefer)
     rows = body if isinstance(body, list) else [body]
     for index, row in enumerate(rows):
