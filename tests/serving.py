@@ -60,7 +60,8 @@ class Served:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
-        self.client.close()
+        """SIGTERM, as a process manager stops it: uvicorn lets in-flight requests finish, then
+        exits by that signal (returncode -15)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -68,6 +69,7 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.client.close()
         return int(self.process.returncode)
 
 

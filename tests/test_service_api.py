@@ -260,15 +260,15 @@ def test_graceful_shutdown_finishes_in_flight_and_leaves_no_backend(tmp_path: Pa
     result: dict[str, Any] = {}
     with serve(tmp_path / "state", "--no-auth") as served:
         def call() -> None:
-            result["response"] = served.post("/v1/actions/query_rows:run", {
-                "connection": table.profile, "inputs": {"query": "SELECT pg_sleep(1.5) IS NULL AS slept"},
+            result["response"] = httpx.post(served.base_url + "/v1/actions/query_rows:run", timeout=30, json={
+                "connection": table.profile, "inputs": {"query": "SELECT true AS slept FROM pg_sleep(1.5)"},
                 "flow": "shutdown-test"})
         caller = threading.Thread(target=call)
         caller.start()
         time.sleep(0.5)
         code = served.stop()
         caller.join()
-    assert code == 0
+    assert code in (0, -15)  # uvicorn exits by the signal it handled, after the graceful part
     assert result["response"].status_code == 200 and result["response"].json()["rows"] == [{"slept": True}]
     with pg.admin() as conn:
         left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",

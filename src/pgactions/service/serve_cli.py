@@ -27,6 +27,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args)
+        _check_hosts(config)
     except ConfigError as exc:
         print(f"pgactions: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -59,6 +60,15 @@ def app_factory() -> Any:
     data["toolsets"] = {k: tuple(v) for k, v in data["toolsets"].items()}
     _setup_logging(False)
     return create_app(ServiceConfig(**data))
+
+
+def _check_hosts(config: ServiceConfig) -> None:
+    from pgactions.service.untrusted import HostPolicy
+
+    try:
+        HostPolicy(config.allow_hosts, config.deny_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"allow/deny hosts: {exc}") from None
 
 
 def _check_state(config: ServiceConfig) -> None:
