@@ -125,6 +125,14 @@ def test_secrets_are_never_stored_in_clear(store: Any) -> None:
     assert any(b"db.example.com" in blob for blob in stored)
 
 
+def test_odd_shapes_never_leave_a_secret_in_clear(store: Any) -> None:
+    odd = {"host": "h", "extraOptions": [["oauth_client_secret", "oauth-client-secret-77"]],
+           "note": {"$secret": "v1:00000000:not-a-token"}, "password": ""}
+    store.put_connection("odd", odd)
+    assert store.get_connection("odd") == odd  # a look-alike outside the secret fields stays as given
+    assert all(b"oauth-client-secret-77" not in blob for blob in _everything_stored(store))
+
+
 def test_without_the_key_secrets_do_not_open_but_ids_list(store: Any) -> None:
     store.put_connection("main", PROFILE)
     stranger = _reopen(store, Keyring(new_secret_key()))
@@ -413,3 +421,12 @@ def test_store_code_never_prints_the_url(state_db: str, schema: str, secret_key:
     store = PostgresStore(state_db, Keyring(secret_key), schema=schema)
     assert "postgresql://" not in repr(store)
     store.close()
+
+
+def test_sealed_fields_match_the_profiles_secret_fields() -> None:
+    """The store encrypts exactly what connection/profiles.py masks as secret."""
+    from pgactions.connection import profiles
+    from pgactions.service.crypto import SECRET_FIELDS, SECRET_OPTIONS
+
+    assert SECRET_FIELDS == profiles.SECRET_FIELDS
+    assert SECRET_OPTIONS == profiles._SECRET_OPTIONS

@@ -174,24 +174,30 @@ def seal_profile(keyring: Keyring, profile: Mapping[str, Any]) -> dict[str, Any]
     (so listing and masking never need the key)."""
     sealed: dict[str, Any] = {}
     for name, value in profile.items():
-        if name in SECRET_FIELDS and value is not None:
+        if value is None:
+            sealed[name] = value
+        elif name in SECRET_FIELDS:
             sealed[name] = _seal(keyring, value)
         elif name == "extraOptions" and isinstance(value, Mapping):
             sealed[name] = {k: (_seal(keyring, v) if k in SECRET_OPTIONS and v is not None else v)
                             for k, v in value.items()}
+        elif name == "extraOptions":
+            sealed[name] = _seal(keyring, value)  # an unexpected shape: sealed whole, never left in clear
         else:
             sealed[name] = value
     return sealed
 
 
 def open_profile(keyring: Keyring, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored profile with its secrets decrypted."""
+    """The stored profile with its secrets decrypted (only where seal_profile puts secrets)."""
     opened: dict[str, Any] = {}
     for name, value in stored.items():
         if name == "extraOptions" and isinstance(value, Mapping) and not _is_sealed(value):
-            opened[name] = {k: _open(keyring, v) for k, v in value.items()}
-        else:
+            opened[name] = {k: (_open(keyring, v) if k in SECRET_OPTIONS else v) for k, v in value.items()}
+        elif name in SECRET_FIELDS or name == "extraOptions":
             opened[name] = _open(keyring, value)
+        else:
+            opened[name] = value
     return opened
 
 
@@ -227,8 +233,8 @@ def _open(keyring: Keyring, value: Any) -> Any:
 
 
 def _sealed_values(stored: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    for value in stored.values():
-        nested = value.values() if isinstance(value, Mapping) and not _is_sealed(value) else (value,)
-        found.extend(v[_SEALED] for v in nested if _is_sealed(v))
+    found = [v[_SEALED] for k, v in stored.items() if (k in SECRET_FIELDS or k == "extraOptions") and _is_sealed(v)]
+    options = stored.get("extraOptions")
+    if isinstance(options, Mapping) and not _is_sealed(options):
+        found.extend(v[_SEALED] for k, v in options.items() if k in SECRET_OPTIONS and _is_sealed(v))
     return found
