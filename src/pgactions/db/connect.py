@@ -82,8 +82,15 @@ class PoolCache:
         self._numeric_as_number = numeric_as_number
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        # The last profile asked for and its pool: a host passes the same profile object again
+        # and again (load_profile caches them), so the usual lookup is one identity check instead
+        # of hashing every field of the profile.
+        self._last: tuple[ConnectionProfile | None, ConnectionPool | None] = (None, None)
 
     def pool(self, profile: ConnectionProfile) -> ConnectionPool:
+        last_profile, pool = self._last  # one read: another thread may replace it meanwhile
+        if last_profile is profile and pool is not None:
+            return pool
         pool = self._pools.get(profile)
         if pool is None:
             with self._lock:
@@ -93,6 +100,8 @@ class PoolCache:
                                           wait_timeout=profile.connectTimeout + 20, max_idle=profile.idleTimeout)
                     self._pools[profile] = pool
                     self._start_reaper()
+        if not self._stop.is_set():
+            self._last = (profile, pool)
         return pool
 
     def close_all(self) -> None:
@@ -100,6 +109,7 @@ class PoolCache:
         self._stop.set()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
+            self._last = (None, None)
         for pool in pools:
             pool.close()
 
@@ -125,7 +135,10 @@ class PoolCache:
         try:
             return pool, pool.get()
         except Exception as exc:
-            raise map_exception(exc, connecting=True, host=profile.host, port=profile.port,
+            # The diagnosis probes the address libpq was given (a service's profile pins the
+            # addresses it checked): resolving the name again could reach another one.
+            probe_host = dict(profile.extraOptions).get("hostaddr") or profile.host
+            raise map_exception(exc, connecting=True, host=probe_host, port=profile.port,
                                 connect_timeout=profile.connectTimeout) from None
 
     def _open(self, profile: ConnectionProfile) -> psycopg.Connection[Any]:
