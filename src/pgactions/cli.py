@@ -258,6 +258,10 @@ def _service_commands(sub: Any, commands: dict[str, argparse.ArgumentParser]) ->
     _state_options(revoke)
     commands["keys secret"] = keys_sub.add_parser(
         "secret", help="print a new secret key for PGACTIONS_SECRET_KEY (encrypts stored secrets)")
+    rotate = commands["keys rotate"] = keys_sub.add_parser(
+        "rotate", help="re-encrypt every stored secret with the current key (PGACTIONS_SECRET_KEY; the old one "
+                       "in PGACTIONS_SECRET_KEY_PREVIOUS)")
+    _state_options(rotate)
 
 
 # -- entry point ---------------------------------------------------------------------------------

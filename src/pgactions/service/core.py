@@ -6,6 +6,7 @@ Routes (``actions_api``, ``connections_api``, ``records_api``) parse HTTP; this 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -157,7 +158,7 @@ class Service:
         cached = self._vetted.get(key)
         if cached is not None and now - cached[0] < VETTED_SECONDS:
             return cached[1]
-        profile = vet_profile(spec, self.policy)
+        profile = _capped(vet_profile(spec, self.policy))
         if len(self._vetted) > 1024:
             self._vetted.clear()
         self._vetted[key] = (now, profile)
@@ -236,6 +237,20 @@ class Service:
                               extra={"field": "Idempotency-Key"})
         # Scoped to the caller: another key holder cannot read this answer by guessing the key.
         return hashlib.sha256(f"{principal.kind}:{principal.name}\0{header}".encode()).hexdigest()
+
+
+# What a caller's profile may ask of the service's own resources.
+MAX_CALLER_CONNECTIONS = 20
+MAX_CALLER_CONNECT_TIMEOUT = 30
+
+
+def _capped(profile: ConnectionProfile) -> ConnectionProfile:
+    """A caller's pool size and connect timeout, within the service's bounds: one profile may not
+    hold a hundred connections per worker, nor a thread for five minutes waiting on a dead host."""
+    if profile.maxConnections <= MAX_CALLER_CONNECTIONS and profile.connectTimeout <= MAX_CALLER_CONNECT_TIMEOUT:
+        return profile
+    return dataclasses.replace(profile, maxConnections=min(profile.maxConnections, MAX_CALLER_CONNECTIONS),
+                               connectTimeout=min(profile.connectTimeout, MAX_CALLER_CONNECT_TIMEOUT))
 
 
 class _Slot:

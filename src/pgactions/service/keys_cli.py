@@ -1,4 +1,4 @@
-"""``pgactions keys create|list|revoke|secret`` (and ``rotate``, once the CLI wires it).
+"""``pgactions keys create|list|revoke|secret|rotate``.
 
 stdout: JSON (``create`` prints the key, once; ``list`` never prints a key or its hash), except
 ``secret``, which prints the bare key so that ``export PGACTIONS_SECRET_KEY=$(pgactions keys secret)``
