@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import select
 import sys
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, cast
 
 import psycopg
@@ -42,10 +42,6 @@ from pgactions.spec.errors import ActionError
 
 __all__ = ["ENVELOPE_BYTES", "STREAM_CHUNK_ROWS", "Session"]
 
-# Settings the server reports on every change, as our sessions have them (see db/connect.py).
-_REPORTED_SETTINGS = ((b"TimeZone", b"UTC"), (b"DateStyle", b"ISO, YMD"), (b"IntervalStyle", b"iso_8601"),
-                      (b"standard_conforming_strings", b"on"))
-
 STREAM_CHUNK_ROWS = 500
 ENVELOPE_BYTES = 256  # room kept under the cap for the output's own fields ({"rowCount": …})
 
@@ -73,6 +69,8 @@ class Session:
         self.touched_session = False  # user SQL ran: it may have changed session state
         self.discard_after = False  # the session holds what no reset undoes (PREPARE): close it after
         self._pool: Any = None
+        self._state: SessionState | None = None  # the connection's SESSION_STATE, looked up once
+        self._timeout_ms = max(1, int(timeout * 1000))
         self._watch: Any = None
         self._discard = False
         self._depth = 0  # open units: 0 outside any, 1 for the action's own transaction
@@ -95,7 +93,7 @@ class Session:
     def _finish_reset(self) -> bool:
         """Read the answer to the reset the previous action sent (usually here already, so no
         wait): False when the connection cannot be used."""
-        state = SESSION_STATE.get(self.conn)
+        state = self._state = SESSION_STATE.get(self.conn)  # kept for the action (None: made when needed)
         if state is None or not state.reset_pending:
             return True
         state.reset_pending = False
@@ -134,9 +132,10 @@ class Session:
     def _drifted(self) -> bool:
         """Whether a setting the server reports (PostgreSQL sends these on every change, at no
         cost) differs from what every action starts with: a second line behind the judgement
-        that a statement could not change the session."""
+        that a statement could not change the session.  (Unrolled: this runs after every action.)"""
         status = self.conn.pgconn.parameter_status
-        return any(status(name) != value for name, value in _REPORTED_SETTINGS) \
+        return status(b"TimeZone") != b"UTC" or status(b"DateStyle") != b"ISO, YMD" \
+            or status(b"IntervalStyle") != b"iso_8601" or status(b"standard_conforming_strings") != b"on" \
             or status(b"application_name") != self._app_name_bytes
 
     @property
@@ -164,7 +163,7 @@ class Session:
     def _send_reset(self) -> bool:
         """Send the reset without waiting for it: the server runs it while the host goes on, and
         the next action on this connection reads its answer first (:meth:`_finish_reset`)."""
-        state = _state_of(self.conn)
+        state = self._session_state()
         if state.pgbouncer:
             return False  # the pooler shares server sessions: there is no session of ours to reset
         pgconn = self.conn.pgconn
@@ -182,7 +181,7 @@ class Session:
     def _reset_session_state(self) -> None:
         """Whatever the user's SQL changed on the session goes, so the next action starts from the
         profile's own state (see :data:`pgactions.db.connect.RESET_SQL`)."""
-        state = _state_of(self.conn)
+        state = self._session_state()
         if state.pgbouncer:
             return  # the pooler shares server sessions: there is no session of ours to reset
         try:
@@ -198,8 +197,7 @@ class Session:
         state.read_only, state.timeout_ms = True, DEFAULT_TIMEOUT_MS
 
     # -- units: where commit or rollback is decided ---------------------------------------------
-    @contextmanager
-    def unit(self, read_only: bool, rollback: bool = False, guarded: bool = False) -> Iterator[None]:
+    def unit(self, read_only: bool, rollback: bool = False, guarded: bool = False) -> _Unit:
         """The scope of one action or step.  Its changes are kept only when the block ends without
         an error (the output is complete by then) and *rollback* (a dry run) is off.
 
@@ -208,27 +206,32 @@ class Session:
         (Run Transaction, a batch), a read runs in a savepoint made read-only with ``SET LOCAL
         transaction_read_only`` and rolled back after it, and a dry run or guarded write
         (*guarded*: maxAffectedRows) in a savepoint of its own.
+
+        A plain object, not a generator-based context manager: the read that runs alone (the
+        commonest action) enters and leaves without a generator.
         """
+        return _Unit(self, read_only, rollback, guarded)
+
+    def _unit_scope(self, read_only: bool, rollback: bool, guarded: bool) -> AbstractContextManager[None] | None:
+        """What a unit does on entering; None for a read that runs alone (done already)."""
         idle = self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
         if self._depth == 0 and idle:
-            yield from self._outermost(read_only, rollback)
-        elif idle:
-            yield  # inside a read that runs alone (a batch of reads): the session is read-only
-        elif read_only or rollback or guarded:
-            yield from self._savepoint(read_only, rollback or read_only)
-        else:
-            yield
+            if read_only and self.role is None and not self._session_state().pgbouncer:
+                self._apply_settings(read_only=True)
+                self._depth += 1
+                return None
+            return self._outermost(read_only, rollback)
+        if idle:
+            return nullcontext()  # inside a read that runs alone (a batch of reads): the session is read-only
+        if read_only or rollback or guarded:
+            return self._savepoint(read_only, rollback or read_only)
+        return nullcontext()
 
+    @contextmanager
     def _outermost(self, read_only: bool, rollback: bool) -> Iterator[None]:
-        state = _state_of(self.conn)
-        if read_only and not state.pgbouncer and self.role is None:
-            self._apply_settings(read_only=True)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+        """A unit that runs alone in a transaction of its own (a write; a read as a role, or in
+        PgBouncer mode)."""
+        state = self._session_state()
         self._begin(read_only)
         self._depth += 1
         try:
@@ -250,6 +253,7 @@ class Session:
             self.conn.execute(POOLED_RESET_SQL)
         self._end("ROLLBACK" if rollback else "COMMIT")
 
+    @contextmanager
     def _savepoint(self, read_only: bool, rollback: bool) -> Iterator[None]:
         name = f"pgactions_{self._depth}"
         self.conn.execute(f"SAVEPOINT {name}; SET LOCAL transaction_read_only = on" if read_only
@@ -282,8 +286,8 @@ class Session:
 
     # -- session settings --------------------------------------------------------------------
     def _begin(self, read_only: bool) -> None:
-        state = _state_of(self.conn)
-        timeout_ms = max(1, int(self.timeout * 1000))
+        state = self._session_state()
+        timeout_ms = self._timeout_ms
         if state.pgbouncer:
             self._begin_pooled_transaction(read_only, timeout_ms)
             return
@@ -298,16 +302,17 @@ class Session:
     def _apply_settings(self, read_only: bool) -> None:
         """The session read-only (or not), this action's statement timeout and application name;
         sent only when they differ from what the connection has (usually nothing is sent)."""
-        state = _state_of(self.conn)
+        state = self._session_state()
         if state.pgbouncer:
             return
-        timeout_ms = max(1, int(self.timeout * 1000))
+        timeout_ms = self._timeout_ms
+        status = self.conn.pgconn.parameter_status
         settings: list[str] = []
-        if _session_read_only(self.conn, state) is not read_only:
+        if _session_read_only(status, state) is not read_only:
             settings += ["default_transaction_read_only", "on" if read_only else "off"]
         if state.timeout_ms != timeout_ms:
             settings += ["statement_timeout", str(timeout_ms)]
-        if self.conn.pgconn.parameter_status(b"application_name") != self._app_name_bytes:
+        if status(b"application_name") != self._app_name_bytes:
             settings += ["application_name", self.app_name]  # reported by the server: no tracking needed
         if settings:
             calls = ", ".join("set_config(%s, %s, false)" for _ in range(len(settings) // 2))
@@ -331,10 +336,17 @@ class Session:
         if state is not None:
             state.forget()
 
+    def _session_state(self) -> SessionState:
+        """The connection's :class:`SessionState` (looked up once per checkout)."""
+        state = self._state
+        if state is None:
+            state = self._state = _state_of(self.conn)
+        return state
+
     # -- statements --------------------------------------------------------------------------
     def raw_cursor(self) -> psycopg.RawCursor[Any]:
         """This connection's reusable cursor ($n placeholders go to the server unchanged)."""
-        state = _state_of(self.conn)
+        state = self._session_state()
         if state.cursor is None:
             state.cursor = psycopg.RawCursor(self.conn)
         return state.cursor
@@ -487,6 +499,29 @@ class Session:
         return self.run_statement(self.conn.cursor(), text, params).parsed()
 
 
+class _Unit:
+    """:meth:`Session.unit`'s context manager: decides on entering (as the generator did); a read
+    that runs alone is only counted in and out."""
+
+    __slots__ = ("_inner", "_session", "guarded", "read_only", "rollback")
+
+    def __init__(self, session: Session, read_only: bool, rollback: bool, guarded: bool) -> None:
+        self._session, self.read_only, self.rollback, self.guarded = session, read_only, rollback, guarded
+        self._inner: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        inner = self._inner = self._session._unit_scope(self.read_only, self.rollback, self.guarded)
+        if inner is not None:
+            inner.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
+        inner = self._inner
+        if inner is None:
+            self._session._depth -= 1
+            return None
+        return inner.__exit__(exc_type, exc, tb)
+
+
 class _RowWriter:
     """Rows serialized into a :class:`Rows` in batches sized by bytes: while the width of the rows
     is unknown, one at a time; then as many as make about :data:`BATCH_BYTES` of JSON at the
@@ -545,10 +580,11 @@ def _batch_rows(widest: int) -> int:
     return max(1, min(STREAM_CHUNK_ROWS, BATCH_BYTES // widest)) if widest > 0 else 1
 
 
-def _session_read_only(conn: psycopg.Connection[Any], state: SessionState) -> bool | None:
+def _session_read_only(status: Callable[[bytes], bytes | None], state: SessionState) -> bool | None:
     """The server reports default_transaction_read_only on every change (PostgreSQL 14+), so
-    whatever a statement did to it is known without a round trip; older servers: our own record."""
-    reported = conn.pgconn.parameter_status(b"default_transaction_read_only")
+    whatever a statement did to it is known without a round trip; older servers: our own record.
+    *status*: the connection's ``pgconn.parameter_status``."""
+    reported = status(b"default_transaction_read_only")
     if reported is not None:
         return reported == b"on"
     return state.read_only
@@ -558,15 +594,33 @@ def _column_names(result: Any) -> list[str]:
     """Column names, with repeats made unique (id, id_2) so no value is silently dropped.
 
     Read from the result itself: ``cursor.description`` builds column objects we do not need.
+    The same columns come back on every run of a statement: made once per list of raw names.
     """
+    if result is None:
+        return []
+    raw = tuple(map(result.fname, range(result.nfields)))
+    names = _NAMES.get(raw)
+    if names is None:
+        names = _unique_names(raw)
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()  # many distinct shapes (ad-hoc queries): start again rather than grow
+        _NAMES[raw] = names
+    return list(names)
+
+
+_NAMES: dict[tuple[bytes, ...], tuple[str, ...]] = {}
+_NAMES_KEPT = 1024
+
+
+def _unique_names(raw: tuple[bytes, ...]) -> tuple[str, ...]:
     names: list[str] = []
     seen: dict[str, int] = {}
-    for index in range(result.nfields if result is not None else 0):
-        name = result.fname(index).decode("utf-8")
+    for fname in raw:
+        name = fname.decode("utf-8")
         if name in seen:
             seen[name] += 1
             name = f"{name}_{seen[name]}"
         else:
             seen[name] = 1
         names.append(name)
-    return names
+    return tuple(names)
