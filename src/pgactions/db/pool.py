@@ -71,6 +71,9 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._waiting: deque[_Waiter] = deque()  # oldest first
         self._pending: set[int] = set()  # idle connections whose reset answer is still to be read
+        # id(connection) → a poll object watching its socket: asking it costs one poll(2), cheaper
+        # than building select()'s lists on every checkout.
+        self._pollers: dict[int, Any] = {}
 
     # -- checkout / return ---------------------------------------------------------------------
     def get(self) -> Any:
@@ -82,13 +85,16 @@ class ConnectionPool:
                 now = time.monotonic()
                 while self._idle:  # none while anyone waits (the invariant): no queue-jumping
                     conn, returned = self._idle.pop()
+                    key = id(conn)
                     # A pending reset's answer makes the socket readable: that is not a goodbye.
-                    pending = id(conn) in self._pending
-                    self._pending.discard(id(conn))
-                    if (now - returned > self.max_idle or now - self._born.get(id(conn), now) > self.max_lifetime
-                            or (not pending and closed_by_server(conn))):
+                    pending = key in self._pending
+                    if pending:
+                        self._pending.discard(key)
+                    if (now - returned > self.max_idle or now - self._born.get(key, now) > self.max_lifetime
+                            or (not pending and closed_by_server(conn, self._poller(conn)))):
                         expired.append(conn)
-                        self._born.pop(id(conn), None)
+                        self._born.pop(key, None)
+                        self._pollers.pop(key, None)
                         self._size -= 1  # the slot is ours: nobody waits while a connection is idle
                         continue
                     return conn
@@ -231,20 +237,40 @@ class ConnectionPool:
     def _forget(self, conn: Any) -> None:
         """Under the lock: one connection fewer; its slot goes to the oldest waiter, if any."""
         self._born.pop(id(conn), None)
+        self._pollers.pop(id(conn), None)
         self._release_slot()
 
+    def _poller(self, conn: Any) -> Any:
+        """Under the lock: the poll object watching *conn*'s socket (made on its first checkout)."""
+        poller = self._pollers.get(id(conn))
+        if poller is None and _POLL is not None and not (conn.closed or conn.broken):
+            try:
+                poller = _POLL()
+                poller.register(conn.pgconn.socket, select.POLLIN)
+            except (OSError, ValueError, psycopg.OperationalError):
+                return None
+            self._pollers[id(conn)] = poller
+        return poller
 
-def closed_by_server(conn: Any) -> bool:
+
+_POLL = getattr(select, "poll", None)  # not on Windows: select() is used there
+
+
+def closed_by_server(conn: Any, poller: Any = None) -> bool:
     """Whether an idle connection was closed from the other end (server restart, terminated
     backend, idle timeout), found without a round trip.
 
     An idle connection of ours has nothing to read: a readable socket means the server sent its
     goodbye (an error, then end of file), or at most an unprompted notice.  Either way the
-    connection is not trusted; a new one costs one connect.
+    connection is not trusted; a new one costs one connect.  *poller*: a ``select.poll`` object
+    watching the connection's socket for input (any event it reports, hang-up and error
+    included, counts as closed).
     """
     if conn.closed or conn.broken:
         return True
     try:
+        if poller is not None:
+            return bool(poller.poll(0))
         readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
     except (OSError, ValueError, psycopg.OperationalError):
         return True
