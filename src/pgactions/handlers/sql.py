@@ -7,7 +7,14 @@ from typing import Any
 from pgactions.db.output import Output, Rows
 from pgactions.db.session import Session
 from pgactions.handlers.base import Call
-from pgactions.render.sqltext import bind_sql, check_runnable, check_statement_kind, statement_info
+from pgactions.render.sqltext import (
+    bind_sql,
+    check_placeholders,
+    check_runnable,
+    check_statement_kind,
+    plain_statement,
+    statement_info,
+)
 from pgactions.render.values import bind_value
 from pgactions.spec.errors import ActionError
 
@@ -16,8 +23,16 @@ __all__ = ["bound_statement", "output_of", "run_sql"]
 
 def run_sql(call: Call) -> Output:
     session = call.session
-    sql, params = bound_statement(call, call.inputs)
-    info = check_runnable(sql)
+    inputs = call.inputs
+    execution = call.manifest.execution
+    plain = plain_statement(inputs["query"], execution.get("statementKind"))
+    if plain is not None:  # no templates, checked before: only the placeholders depend on this call
+        sql, values = inputs["query"], inputs.get("parameters", [])
+        check_placeholders(plain[0].placeholders, len(values))
+        params, info = [bind_value(v) for v in values], plain[1]
+    else:
+        sql, params = bound_statement(call, inputs)
+        info = check_runnable(sql)
     cur = session.raw_cursor()
     # User SQL can change the session (SET, set_config even inside a SELECT, a function that
     # does): the session is reset after the action, so the next one starts clean.  A plain read
@@ -25,12 +40,13 @@ def run_sql(call: Call) -> Output:
     session.touched_session = session.touched_session or info.may_change_session
     if info.leaves_session_unusual:
         session.discard_after = True
-    script = call.option("output") == "status" and not params and info.count > 1
+    shape = execution.get("output", "rows")
+    script = shape == "status" and not params and info.count > 1
     try:
         rows = _run_script(session, cur, sql) if script else session.run_statement(cur, sql, params)
     except UnicodeEncodeError:
         raise _unsendable(params) from None
-    return output_of(call.option("output", "rows"), rows)
+    return output_of(shape, rows)
 
 
 def bound_statement(call: Call, inputs: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -25,8 +25,8 @@ from pglast import parser as pg_parser
 from pgactions.render.templating import ENV, SQLIdentifier, render_expression, render_value
 from pgactions.spec.errors import ActionError
 
-__all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "check_runnable", "check_statement_kind",
-           "statement_info"]
+__all__ = ["SqlPlan", "StatementInfo", "analyse", "bind_sql", "check_placeholders", "check_runnable",
+           "check_statement_kind", "plain_statement", "statement_info"]
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[
     """
     plan = analyse(sql)
     values = list(parameters)
-    _check_placeholders(plan.placeholders, len(values))
+    check_placeholders(plan.placeholders, len(values))
     if not plan.has_templates:
         return sql, values
     if "standard_conforming_strings" in sql.lower():
@@ -146,7 +146,8 @@ def bind_sql(sql: str, parameters: list[Any], context: dict[str, Any]) -> tuple[
     return "".join(out), values
 
 
-def _check_placeholders(used: frozenset[int], given: int) -> None:
+def check_placeholders(used: frozenset[int], given: int) -> None:
+    """Refuse placeholders that are not exactly ``$1..$given``."""
     if len(used) == given and (not given or max(used) == given):
         return  # exactly $1..$given: the common case, checked without building sets
     if 0 in used:
@@ -321,3 +322,19 @@ def _statement_kind_problem(sql: str, kind: str) -> str | None:
         return (f"{_KIND_ACTIONS[kind]} runs {_KIND_WORDS[kind]}; this query is {what}. "
                 f"Use the action made for it (Execute Query runs anything)")
     return None
+
+
+@lru_cache(maxsize=512)
+def plain_statement(sql: str, kind: str | None) -> tuple[SqlPlan, StatementInfo] | None:
+    """What every run of a text without templates needs, found once per (SQL, statementKind): its
+    plan (the placeholders it uses) and what the parser says of it, when it passes the checks that
+    do not depend on the values (:func:`check_statement_kind` for *kind*, :func:`check_runnable`).
+    None otherwise: a text with templates, or one to refuse (the full path then says why, in the
+    usual order).  Raises what :func:`analyse` raises."""
+    plan = analyse(sql)
+    if plan.has_templates or (kind and _statement_kind_problem(sql, kind)):
+        return None
+    info = statement_info(sql)
+    if info.empty or info.transaction_control:
+        return None
+    return plan, info
