@@ -221,12 +221,9 @@ class Runtime:
 
     def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
                  cancel: threading.Event | None, limits: Limits | None = None, role: str | None = None) -> Session:
-        app_name = tagged_application_name(profile.applicationName, _tag(flow), _tag(step))
+        app_name = tagged_application_name(profile.applicationName, None if flow is None else str(flow),
+                                           None if step is None else str(step))
         return Session(self.pools, self.watchdog, profile, timeout, limits or self.limits, app_name, cancel, role)
-
-
-def _tag(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 @lru_cache(maxsize=1024)
@@ -244,21 +241,35 @@ def _rendered_and_checked(manifest: Manifest, checked: dict[str, Any], context: 
     """The inputs with their templates rendered; an input a template turned into something its
     field does not take (an object where a table name goes) is refused like a wrong input."""
     rendered = render_inputs(checked, context, manifest.execution.get("templates", {}))
-    if any(rendered[name] is not value and rendered[name] != value for name, value in checked.items()):
-        validate_inputs(manifest, rendered)
+    for name, value in checked.items():
+        new = rendered[name]
+        if new is not value and new != value:
+            validate_inputs(manifest, rendered)
+            break
     return rendered
 
 
 def _flow_context(context: dict[str, Any] | None) -> dict[str, Any]:
     """The variables templates see: trigger, steps, now (UTC), plus whatever else the host passes."""
     merged: dict[str, Any] = {"trigger": {}, "steps": {}}
-    if context is not None and not isinstance(context, dict):
-        raise ActionError("INVALID_INPUT", "the flow context must be an object (trigger, steps …)",
-                          extra={"field": "context"})
-    if context and "steps" in context and not isinstance(context["steps"], dict):
-        raise ActionError("INVALID_INPUT", "the flow context's steps must be an object (step id → its output)",
-                          extra={"field": "context/steps"})
     if context:
+        if not isinstance(context, dict):
+            raise _not_an_object()
+        if "steps" in context and not isinstance(context["steps"], dict):
+            raise ActionError("INVALID_INPUT", "the flow context's steps must be an object (step id → its output)",
+                              extra={"field": "context/steps"})
         merged.update(context)
-    merged.setdefault("now", dt.datetime.now(dt.timezone.utc))
+        if "now" in context:
+            return merged
+    elif context is not None and not isinstance(context, dict):
+        raise _not_an_object()
+    merged["now"] = dt.datetime.now(_UTC)
     return merged
+
+
+_UTC = dt.timezone.utc
+
+
+def _not_an_object() -> ActionError:
+    return ActionError("INVALID_INPUT", "the flow context must be an object (trigger, steps …)",
+                       extra={"field": "context"})

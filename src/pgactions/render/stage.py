@@ -25,9 +25,22 @@ def render_inputs(inputs: dict[str, Any], context: dict[str, Any], kept: dict[st
     return {name: value if name in kept else _render(value, context) for name, value in inputs.items()}
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _render(value: Any, context: dict[str, Any]) -> Any:
-    if isinstance(value, list) and len(value) > _SCAN_ABOVE and not _holds_template(value):
-        return value  # thousands of rows from a spreadsheet seldom hold a template
+    kind = type(value)
+    if kind is str:
+        if "{{" not in value and "{%" not in value:
+            return value  # the common case, without a call
+    elif kind is list:
+        if len(value) > _SCAN_ABOVE:
+            if not _holds_template(value):
+                return value  # thousands of rows from a spreadsheet seldom hold a template
+        elif all(type(v) in _SCALARS for v in value):
+            return value[:]  # parameters such as [42, true]: nothing to render (a fresh list, as rendering makes)
+    elif kind in _SCALARS:
+        return value
     return render_value(value, context)
 
 

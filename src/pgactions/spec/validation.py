@@ -30,7 +30,7 @@ def _validate(manifest: Manifest, inputs: Any) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         raise ActionError("INVALID_INPUT", f"the input of {manifest.id} must be an object",
                           extra={"errors": [{"path": "(input)", "message": "must be an object"}]})
-    validator = manifest.input_validator()
+    validator = manifest._validator or manifest.input_validator()
     try:
         valid = validator.is_valid(inputs)
         problems = [] if valid else sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.instance_path])
@@ -48,7 +48,8 @@ def _validate(manifest: Manifest, inputs: Any) -> dict[str, Any]:
     filled = dict(inputs)
     for name, default in manifest.input_defaults().items():
         if name not in filled:
-            filled[name] = copy.deepcopy(default)
+            # A fresh copy each call (a handler may not share it); [] and {} without deepcopy.
+            filled[name] = [] if default == [] and type(default) is list else copy.deepcopy(default)
     return filled
 
 
