@@ -73,6 +73,9 @@ def too_large(limit: int, detail: str) -> ActionError:
 _PREFIX = b'{"rows":['
 _START = len(_PREFIX)
 SPILL_BYTES = 1024 * 1024  # with a FileSink, rows beyond this go to a temporary file beside the output
+# A first batch up to this size is kept as it came (its JSON array) until a second one comes: a
+# small result (a lookup by key) is then finished with one join, without a growable buffer.
+KEEP_FIRST_BYTES = 64 * 1024
 
 
 class Rows:
@@ -83,7 +86,8 @@ class Rows:
     :class:`FileSink`), in a temporary file of the sink's once they pass :data:`SPILL_BYTES`.
     """
 
-    __slots__ = ("_file", "_finished", "_out", "_spill", "columns", "command_rows", "count", "returned_rows", "size")
+    __slots__ = ("_file", "_finished", "_first", "_out", "_spill", "columns", "command_rows", "count", "returned_rows",
+                 "size")
 
     def __init__(self, *, returned_rows: bool = True, command_rows: int = 0,
                  spill: FileSink | None = None) -> None:
@@ -94,6 +98,7 @@ class Rows:
         self.command_rows = command_rows  # rows such a statement changed
         self._spill = spill
         self._out: Any = None  # an io.BytesIO made by the first batch, or a temporary file (spilled)
+        self._first: bytes | None = None  # or the first batch itself, while it is small and alone
         self._file = False  # _out is the temporary file
         self._finished = False  # finish() wrote the document's end after the rows
 
@@ -114,8 +119,11 @@ class Rows:
         budget.charge(inside + 1)
         out = self._out
         if out is None:
-            out = self._out = io.BytesIO()
-            out.write(_PREFIX)
+            if self._first is None and not self.size and inside <= KEEP_FIRST_BYTES:
+                self._first = encoded_array
+                self.size, self.count = inside, self.count + count
+                return
+            out = self._buffer()
         elif self._finished:  # more rows after finish(): its end goes
             out.seek(_START + self.size)
             out.truncate()
@@ -132,6 +140,16 @@ class Rows:
         if self._spill is not None and not self._file and self.size > SPILL_BYTES:
             self._to_file(self._spill)
 
+    def _buffer(self) -> io.BytesIO:
+        """The growable buffer, made when a second batch comes (or a first one that is large),
+        holding the first batch kept so far."""
+        out = self._out = io.BytesIO()
+        out.write(_PREFIX)
+        if self._first is not None:
+            out.write(memoryview(self._first)[1:-1])
+            self._first = None
+        return out
+
     def _to_file(self, sink: FileSink) -> None:
         try:
             file = sink.temp_file()
@@ -143,6 +161,8 @@ class Rows:
 
     def inside(self) -> bytes:
         """The rows' JSON without the brackets (a copy)."""
+        if self._first is not None:
+            return self._first[1:-1]
         if self._out is None:
             return b""
         if self._file:
@@ -170,6 +190,8 @@ class Rows:
         tail = b"]," + head[1:] if len(head) > 2 else b"]}"
         out = self._out
         if out is None:
+            if self._first is not None:
+                return b"".join((_PREFIX, memoryview(self._first)[1:-1], tail))
             return _PREFIX + tail
         if self._finished:  # finished before (for another head): from the rows' end again
             out.seek(_START + self.size)
