@@ -76,12 +76,13 @@ class Served:
 @contextmanager
 def serve(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     port = free_port()
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
     log = state_dir.parent / f"serve-{port}.log"
     environment = dict(os.environ if env is None else env)
     environment.pop("PGACTIONS_SECRET_KEY", None) if env is None else None
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "pgactions", "serve", "--port", str(port),
-                                    "--state-dir", str(state_dir), *args],
+        where = [] if "--state-url" in args else ["--state-dir", str(state_dir)]
+        process = subprocess.Popen([sys.executable, "-m", "pgactions", "serve", "--port", str(port), *where, *args],
                                    stdout=out, stderr=subprocess.STDOUT, env=environment)
     served = Served(process, port, state_dir, log)
     try:
