@@ -237,6 +237,19 @@ def _service_commands(sub: Any, commands: dict[str, argparse.ArgumentParser]) ->
     serve.add_argument("--deny-hosts", nargs="+", metavar="HOST", default=None,
                        help="database hosts callers' connections may not reach (in addition to link-local "
                             "and cloud metadata addresses)")
+    serve.add_argument("--demo", action="store_true",
+                       help="also start a throwaway PostgreSQL with the guide's sample tables, save it as the "
+                            "connection 'demo', and print the playground's URL (auth off, loopback only)")
+    mcp = commands["mcp"] = sub.add_parser("mcp", help="serve the actions as MCP tools over stdio "
+                                                       "(pip install 'pgactions[mcp]')")
+    target = mcp.add_mutually_exclusive_group(required=True)
+    target.add_argument("--connection", "-c", default=None, help="postgresql:// URL or profile file")
+    target.add_argument("--connection-id", default=None, help="a connection stored in the service's state")
+    _state_options(mcp)
+    mcp.add_argument("--actions", nargs="+", default=None, help="expose only these action ids")
+    mcp.add_argument("--toolset", default=None, help="expose a toolset named in --config")
+    mcp.add_argument("--config", metavar="FILE", default=None, help="the service's YAML configuration (toolsets)")
+    mcp.add_argument("--read-only", action="store_true", help="expose read-only actions only")
     keys = commands["keys"] = sub.add_parser("keys", help="manage the service's API keys and secret key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     create = commands["keys create"] = keys_sub.add_parser("create", help="create an API key (printed once)")
@@ -330,6 +343,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _demo(args)
     if args.command in ("serve", "keys"):
         return _service(args)
+    if args.command == "mcp":
+        return _mcp(args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -484,6 +499,16 @@ def _service(args: argparse.Namespace) -> int:
 
 
 _SERVER_MODULES = frozenset({"starlette", "uvicorn", "prometheus_client", "jwt", "anyio", "httpx"})
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    try:
+        from pgactions.service.mcp_stdio import mcp_command
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] in _SERVER_MODULES | {"mcp", "pydantic"}:
+            raise UsageError(f"mcp needs the mcp extra: pip install 'pgactions[mcp]' ({exc.name} is missing)") from None
+        raise
+    return mcp_command(args)
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -78,9 +78,12 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
 
         return HTMLResponse(docs_page())
 
+    mcp_routes, mcp_lifespan = _mcp(service)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with (mcp_lifespan() if mcp_lifespan is not None else contextlib.nullcontext()):
+            yield
         service.close()  # uvicorn has let in-flight requests finish: pools close, no backend left
 
     routes = [
@@ -92,6 +95,8 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
         *action_routes(service),
         *connection_routes(service),
         *_records_routes(service),
+        *mcp_routes,
+        *_playground_routes(),
     ]
     middleware = [Middleware(Boundary, metrics=metrics)]
     if config.cors_origins:  # off unless configured: browsers may not call the service from other sites
@@ -111,6 +116,41 @@ def _jwt_settings(settings: Any, block: dict[str, Any]) -> Any:
     """The config file's ``auth.jwt`` block (camelCase keys) as the authenticator's settings."""
     return settings(secret=block.get("secret"), jwks_file=block.get("jwksFile"), audience=block.get("audience"),
                     role_claim=block.get("roleClaim", "role"), context_claims=dict(block.get("contextClaims", {})))
+
+
+def _mcp(service: Service) -> tuple[list[Any], Any]:
+    """The MCP streamable-HTTP transport at /mcp/{connectionId} (pgactions.service.mcp_http):
+    its routes and the lifespan its session manager needs."""
+    try:
+        from pgactions.service.mcp_http import mcp_routes
+    except ImportError:  # the mcp SDK is not installed: no MCP endpoint
+        return [], None
+    return mcp_routes(service)  # type: ignore[no-any-return]
+
+
+def _playground_routes() -> list[Any]:
+    """The playground page at / (static files shipped in the package; no build step)."""
+    from pathlib import Path
+
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    folder = Path(__file__).parent / "static"
+    if not (folder / "index.html").exists():
+        return []
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse((folder / "index.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+
+    return [Route("/", index, methods=["GET"]), Mount("/static", StaticFiles(directory=folder), name="static")]
+
+
+# The page loads only its own files and talks only to this service.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+}
 
 
 def _records_routes(service: Service) -> list[Route]:
