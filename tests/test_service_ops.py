@@ -130,3 +130,32 @@ def test_defaults_are_closed(tmp_path: Path) -> None:
     config = load_config(Namespace())
     assert (config.host, config.auth_enabled, config.cors_origins) == ("127.0.0.1", True, ())
     assert config.body_bytes == 20 * 1024 * 1024
+
+
+def test_serve_demo_starts_everything_and_cleans_up(tmp_path: Path) -> None:
+    from .serving import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pgactions", "serve", "--demo", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline() if process.stdout else ""
+        assert f"http://127.0.0.1:{port}/" in banner and "'demo'" in banner
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ran = httpx.post(f"http://127.0.0.1:{port}/v1/actions/query_rows:run", timeout=10, json={
+                    "connectionId": "demo", "inputs": {"query": "SELECT count(*) AS users FROM users"}})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert ran.json()["rows"] == [{"users": 2}]
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=60)
+    assert "Traceback" not in errors
+    ready = next(line for line in errors.splitlines() if line.startswith("PostgreSQL ready"))
+    data_dir = ready.split("its data in ", 1)[1].split(",", 1)[0]
+    assert not Path(data_dir).exists()  # the server was stopped and its data deleted
+    assert subprocess.run(["pgrep", "-f", data_dir], capture_output=True).returncode == 1

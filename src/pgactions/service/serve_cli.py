@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -23,8 +24,6 @@ _CONFIG_VARIABLE = "PGACTIONS_SERVE_CONFIG"
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     try:
         config = load_config(args)
         _check_hosts(config)
@@ -32,6 +31,14 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"pgactions: {exc}", file=sys.stderr, flush=True)
         return 2
     _setup_logging(bool(getattr(args, "verbose", False)))
+    if getattr(args, "demo", False):
+        return _serve_demo(config)
+    return _serve(config)
+
+
+def _serve(config: ServiceConfig, banner: str = "") -> int:
+    import uvicorn
+
     try:
         _check_state(config)
     except Exception as exc:  # the store cannot be opened: say why in one line, no traceback
@@ -42,10 +49,58 @@ def serve_command(args: argparse.Namespace) -> int:
     print(f"pgactions serve: http://{scheme_host}:{config.port} — auth "
           f"{'on (Authorization: Bearer <key>)' if config.auth_enabled else 'OFF (--no-auth)'}, "
           f"{config.workers} worker(s); API: /docs, /openapi.json", file=sys.stderr, flush=True)
+    if banner:
+        print(banner, flush=True)
     uvicorn.run("pgactions.service.serve_cli:app_factory", factory=True, host=config.host, port=config.port,
                 workers=config.workers if config.workers > 1 else None, log_level="warning", access_log=False,
                 server_header=False, timeout_graceful_shutdown=int(config.timeout) + 5, lifespan="on")
     return 0
+
+
+def _serve_demo(config: ServiceConfig) -> int:
+    """``serve --demo``: a throwaway PostgreSQL with the guide's sample tables, saved as the
+    connection ``demo`` in a throwaway state directory; auth off, this machine only.  Ctrl-C stops
+    the service and the server and deletes both."""
+    import shutil
+    import tempfile
+
+    from pgactions.devtools.demo import SAMPLE_SCHEMA
+    from pgactions.devtools.local_server import LocalServer, ServerNotAvailable
+    from pgactions.service.state import open_store
+
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        print("pgactions: --demo runs without auth, so it binds to this machine only (no --host)", file=sys.stderr)
+        return 2
+    print("Starting a throwaway PostgreSQL server …", file=sys.stderr, flush=True)
+    try:
+        server = LocalServer(ssl=False, max_connections=40).start()
+    except ServerNotAvailable as exc:
+        print(f"pgactions serve --demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"PostgreSQL ready (its data in {server.root}, deleted on exit)", file=sys.stderr, flush=True)
+    state = tempfile.mkdtemp(prefix="pgactions-demo-state-")
+    # uvicorn ends by raising the signal that stopped it again; as an exception here, so the
+    # server and the state below are cleaned up (SIGINT already is one: KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        server.psql("CREATE DATABASE demo")
+        server.psql(SAMPLE_SCHEMA, database="demo")
+        store = open_store(state, None)
+        try:
+            store.put_connection("demo", {"url": server.url(database="demo"), "sslMode": "disable"})
+        finally:
+            store.close()
+        demo = dataclasses.replace(config, state_dir=state, state_url=None, auth_enabled=False, workers=1)
+        url = f"http://{'[::1]' if config.host == '::1' else config.host}:{config.port}/"
+        return _serve(demo, banner=f"Playground: {url} — the connection 'demo' holds the guide's sample tables "
+                                   "(users, orders, sessions, logs). Ctrl-C stops everything.")
+    finally:
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def app_factory() -> Any:
