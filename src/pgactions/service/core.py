@@ -130,7 +130,7 @@ class Service:
             raise ActionError("INVALID_CONNECTION", "connection must be a postgresql:// URL or a profile object",
                               extra={"field": "connection"})
         profile = self.vet(spec)
-        self.labels.setdefault(profile, "inline")
+        self._label(profile, "inline")
         return profile, None
 
     def stored_profile(self, principal: Principal, connection_id: str) -> ConnectionProfile:
@@ -145,8 +145,14 @@ class Service:
             raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
                               extra={"connectionId": connection_id})
         profile = self.vet(spec)
-        self.labels[profile] = connection_id
+        self._label(profile, connection_id)
         return profile
+
+    def _label(self, profile: ConnectionProfile, label: str) -> None:
+        if self.labels.get(profile) != label:
+            if len(self.labels) > 4096:  # bounded: callers may send ever new inline profiles
+                self.labels.clear()
+            self.labels[profile] = label
 
     def vet(self, spec: str | dict[str, Any]) -> ConnectionProfile:
         """A caller's profile checked against the host policy (no files, no environment, allowed
@@ -171,6 +177,8 @@ class Service:
             rows = self.runtime.run("query_rows", profile, {
                 "query": "SELECT rolsuper OR rolbypassrls AS unsafe FROM pg_roles WHERE rolname = session_user"}).data
             known = bool(rows["rows"] and rows["rows"][0]["unsafe"])
+            if len(self._login_checked) > 4096:
+                self._login_checked.clear()
             self._login_checked[profile] = known
         if known:
             raise ActionError("FORBIDDEN", "the connection logs in as a superuser or a role with BYPASSRLS, so a "
@@ -272,7 +280,11 @@ class _Slot:
 
     def __exit__(self, *exc: object) -> None:
         with self.service._lock:
-            self.service._running[self.profile] -= 1
+            left = self.service._running[self.profile] - 1
+            if left:
+                self.service._running[self.profile] = left
+            else:  # callers may send ever new profiles: keep no entry for an idle one
+                del self.service._running[self.profile]
 
 
 async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
