@@ -91,7 +91,7 @@ class ConnectionPool:
                     if pending:
                         self._pending.discard(key)
                     if (now - returned > self.max_idle or now - self._born.get(key, now) > self.max_lifetime
-                            or (not pending and closed_by_server(conn, self._poller(conn)))):
+                            or (not pending and closed_by_server(conn, self._pollers.get(key) or self._poller(conn)))):
                         expired.append(conn)
                         self._born.pop(key, None)
                         self._pollers.pop(key, None)

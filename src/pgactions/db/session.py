@@ -302,7 +302,7 @@ class Session:
     def _apply_settings(self, read_only: bool) -> None:
         """The session read-only (or not), this action's statement timeout and application name;
         sent only when they differ from what the connection has (usually nothing is sent)."""
-        state = self._session_state()
+        state = self._state or self._session_state()
         if state.pgbouncer:
             return
         timeout_ms = self._timeout_ms
@@ -510,7 +510,15 @@ class _Unit:
         self._inner: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> None:
-        inner = self._inner = self._session._unit_scope(self.read_only, self.rollback, self.guarded)
+        session = self._session
+        if self.read_only and session._depth == 0 and session.role is None \
+                and session.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE \
+                and not (session._state or session._session_state()).pgbouncer:
+            # A read that runs alone (the commonest action): autocommit, the session read-only.
+            session._apply_settings(read_only=True)
+            session._depth += 1
+            return
+        inner = self._inner = session._unit_scope(self.read_only, self.rollback, self.guarded)
         if inner is not None:
             inner.__enter__()
 

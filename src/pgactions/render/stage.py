@@ -37,8 +37,12 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
         if len(value) > _SCAN_ABOVE:
             if not _holds_template(value):
                 return value  # thousands of rows from a spreadsheet seldom hold a template
-        elif all(type(v) in _SCALARS for v in value):
-            return value[:]  # parameters such as [42, true]: nothing to render (a fresh list, as rendering makes)
+        else:
+            for item in value:
+                if type(item) not in _SCALARS:
+                    break
+            else:
+                return value[:]  # parameters such as [42, true]: nothing to render (a fresh list, as rendering makes)
     elif kind in _SCALARS:
         return value
     return render_value(value, context)
