@@ -26,7 +26,9 @@ import httpx2  # noqa: E402  (the SDK's HTTP client)
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS  # noqa: E402
 
+from pgactions.service.mcp_tools import is_tool  # noqa: E402
 from pgactions.spec.manifests import get_manifest, load_manifests  # noqa: E402
 
 from .conftest import APP_PASSWORD, TestDB, TestServer  # noqa: E402
@@ -70,7 +72,7 @@ def test_every_action_is_a_tool_with_its_manifests_schema(db: TestDB, tmp_path: 
     async def work() -> None:
         async with stdio(db, tmp_path) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(tools) == set(load_manifests())
+            assert set(tools) == {m.id for m in load_manifests().values() if is_tool(m)}
             for action_id, tool in tools.items():
                 manifest = get_manifest(action_id)
                 described = manifest.describe()
@@ -123,14 +125,18 @@ def test_a_bad_query_is_a_tool_error_with_the_friendly_payload(items: TestDB, tm
 
 
 def test_read_only_offers_no_write_tool_and_refuses_one(items: TestDB, tmp_path: Path) -> None:
+    items.sql("CREATE FUNCTION wipe() RETURNS bigint LANGUAGE sql AS 'DELETE FROM items RETURNING 1'")
+
     async def work() -> None:
         async with stdio(items, tmp_path, "--read-only") as client:
             tools = (await client.list_tools()).tools
             assert {t.name for t in tools} == {m.id for m in load_manifests().values() if m.read_only}
             refused = await client.call_tool("insert_row", {"table": "items", "columns": {"name": "x"}})
             assert refused.is_error and payload(refused)["error"]["code"] == "FORBIDDEN"
-            sneaky = await client.call_tool("query_rows", {"query": "DELETE FROM items RETURNING id"})
-            assert sneaky.is_error  # query_rows is read-only on the server, too
+            delete = await client.call_tool("query_rows", {"query": "DELETE FROM items RETURNING id"})
+            assert delete.is_error and payload(delete)["error"]["code"] == "INVALID_INPUT"  # not a read statement
+            hidden = await client.call_tool("query_rows", {"query": "SELECT wipe()"})  # a write inside a function
+            assert hidden.is_error and payload(hidden)["error"]["code"] == "READ_ONLY_VIOLATION"
             rows = await client.call_tool("query_rows", {"query": "SELECT count(*) AS n FROM items"})
             assert payload(rows)["rows"] == [{"n": 2}]
 
@@ -234,6 +240,7 @@ async def http(service: Served, connection_id: str, key: str | None, mode: str =
 def test_http_tools_and_calls(service: Served, stored: str, items: TestDB, mode: str) -> None:
     async def work() -> None:
         async with http(service, stored, service.key, mode) as client:
+            assert client.protocol_version in (MODERN_PROTOCOL_VERSIONS if mode == "auto" else HANDSHAKE_PROTOCOL_VERSIONS)
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             assert set(tools) == set(load_manifests())
             assert all(tools[i].input_schema == get_manifest(i).describe()["input"] for i in tools)
