@@ -103,8 +103,13 @@ def _resolve_table(runtime: Runtime, profile: Profile, table: str) -> _Table:
     if not isinstance(table, str) or not table:
         raise ActionError("INVALID_INPUT", "table: give the table's name, as `table` or `schema.table`",
                           extra={"field": "table"})
-    whole = quote_identifier(table)
     split = quote_identifier(*table.split(".", 1)) if "." in table else None
+    try:
+        whole: str | None = quote_identifier(table)
+    except ActionError:
+        if split is None:
+            raise
+        whole = None  # too long as one name, fine as schema.table
     rows = runtime.run("query_rows", profile, {"query": _TABLE_SQL, "parameters": [whole, split]}).data["rows"]
     if not rows:
         raise ActionError("UNDEFINED_TABLE", f"table {table!r} does not exist (or this user cannot see it)",
