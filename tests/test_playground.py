@@ -10,12 +10,12 @@ error statuses the test provokes on purpose.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,9 +139,16 @@ class Page:
         self.click("#run")
         return self.css("#result .answer")
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, full_page: bool = False) -> Path:
         path = self.shots / f"{name}.png"
-        self.driver.save_screenshot(str(path))
+        if full_page:  # the whole page, not only the viewport
+            size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+            path.write_bytes(base64.b64decode(shot["data"]))
+        else:
+            self.driver.save_screenshot(str(path))
         docs = os.environ.get("PGACTIONS_DOCS_SCREENSHOTS")
         if docs and name != "timeout":
             Path(docs).mkdir(parents=True, exist_ok=True)
@@ -261,9 +268,33 @@ def test_query_rows_from_an_example_shows_the_table(page: Page, service: Served,
     assert [td.text for td in answer.find_elements(By.CSS_SELECTOR, "tbody td")] == ["1", "John Doe"]
     assert page.text("[data-stat='rowCount']") == "1 row"
     assert re.fullmatch(r"\d+\.\d ms", page.text("[data-stat='ms']"))
+    page.driver.execute_script("document.querySelector('.action-main').scrollTop = 0")
     page.screenshot("query-rows")
     page.click("#result button[data-view='json']")
     assert json.loads(page.text("#result pre.json")) == {"rows": [{"id": 1, "name": "John Doe"}], "rowCount": 1}
+
+
+def test_keyboard_only(page: Page, service: Served, guide_db: TestDB) -> None:
+    """Tab reaches the controls in order (skip link first), Enter picks an example, Ctrl+Enter runs."""
+    page.open("#/actions/query_rows", save_connection(service, guide_db))
+    body = page.css("body")
+    body.send_keys(Keys.TAB)
+    active = page.driver.switch_to.active_element
+    assert active.get_attribute("class") == "skip"
+    for _ in range(80):  # the action list, then the example buttons
+        if active.get_attribute("data-example") == "0":
+            break
+        active.send_keys(Keys.TAB)
+        active = page.driver.switch_to.active_element
+    else:
+        raise AssertionError("Tab never reached the first example")
+    active.send_keys(Keys.ENTER)
+    assert "FROM users WHERE status = $1" in page.field("query").get_attribute("value")
+    assert page.driver.switch_to.active_element.get_attribute("id") == "run"  # focus moves to Run
+    page.field("query").send_keys(Keys.CONTROL, Keys.ENTER)
+    answer = page.css("#result .answer")
+    assert answer.get_attribute("data-state") == "ok", answer.text
+    assert "John Doe" in page.text("#result table")
 
 
 def test_insert_row_from_the_generated_form(page: Page, service: Served, guide_db: TestDB) -> None:
@@ -282,6 +313,8 @@ def test_insert_row_from_the_generated_form(page: Page, service: Served, guide_d
     assert page.text("[data-stat='rowCount']") == "1 row"
     assert "ada@example.com" in page.text("#result table")
     assert guide_db.sql("SELECT name, status FROM users WHERE email = 'ada@example.com'") == [("Ada Lovelace", "invited")]
+    assert page.text("[data-stat='insertedId']") == "insertedId 3"
+    page.driver.execute_script("document.querySelector('.action-main').scrollTop = 0")
     page.screenshot("insert-row")
 
 
@@ -353,9 +386,7 @@ def test_the_phone_layout(page: Page, service: Served, guide_db: TestDB) -> None
         "return [document.documentElement.scrollWidth, Math.max(...[...document.querySelectorAll("
         "'header, .action-main, .result, .error-card')].map(e => e.getBoundingClientRect().right))]")
     assert widths[0] <= PHONE[0] and widths[1] <= PHONE[0], widths  # nothing wider than the phone
-    page.driver.execute_script("document.getElementById('result').scrollIntoView()")
-    time.sleep(0.1)
-    page.screenshot("phone")
+    page.screenshot("phone", full_page=True)
 
 
 def test_an_api_key_is_asked_for_and_kept_in_the_session(driver: Any, tmp_path_factory: pytest.TempPathFactory,

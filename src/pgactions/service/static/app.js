@@ -32,8 +32,7 @@ const app = {
     fill(connectionSelect, h('option', { value: '' }, ids.length ? '(choose one)' : '(none saved)'),
       ids.map((id) => h('option', { value: id }, id)));
     const chosen = app.connection();
-    if (chosen && ids.includes(chosen)) connectionSelect.value = chosen;
-    else app.useConnection(ids.length === 1 ? ids[0] : null);
+    app.useConnection(chosen && ids.includes(chosen) ? chosen : (ids.length === 1 ? ids[0] : null));
     return ids;
   },
   go(screen, actionId) {

@@ -99,7 +99,7 @@ function field(name, schema, opts, path, required) {
   const head = widget.composite
     ? h('span', { class: 'label', id: `${id}-label` }, label, mark)
     : h('label', { class: 'label', for: id }, label, mark);
-  const el = h('div', { class: ['field', widget.composite && 'composite'], dataset: { path } },
+  const el = h('div', { class: ['field', widget.composite && 'composite', widget.wide && 'wide'], dataset: { path } },
     h('div', { class: 'field-head' }, head, h('span', { class: 'tools' }, widget.tools || [])),
     widget.el,
     schema.description ? h('p', { class: 'help', id: helpId }, schema.description) : null);
@@ -280,6 +280,7 @@ export function valueCell(ctx, extra = {}) {
   kind.addEventListener('change', () => { input.disabled = kind.value === 'null'; });
   return {
     el: h('span', { class: 'value-cell' }, input, kind),
+    wide: true,
     get() {
       const text = input.value;
       switch (kind.value) {

@@ -94,6 +94,9 @@ function meta(answer, extra) {
   bits.push(h('span', { class: ['badge', answer.ok && data.ok !== false ? 'ok' : 'failed'], dataset: { status: String(answer.status) } },
     answer.ok ? (data.ok === false ? 'some items failed' : 'OK') : (data.error && data.error.code) || `HTTP ${answer.status}`));
   if (typeof data.rowCount === 'number') bits.push(h('span', { class: 'stat', dataset: { stat: 'rowCount' } }, `${data.rowCount} row${data.rowCount === 1 ? '' : 's'}`));
+  if (data.insertedId !== undefined && data.insertedId !== null) {
+    bits.push(h('span', { class: 'stat', dataset: { stat: 'insertedId' } }, `insertedId ${JSON.stringify(data.insertedId)}`));
+  }
   bits.push(h('span', { class: 'stat', dataset: { stat: 'ms' } }, `${answer.ms.toFixed(1)} ms`));
   bits.push(h('span', { class: 'stat dim' }, `HTTP ${answer.status}`));
   if (extra) bits.push(h('span', { class: 'stat dim' }, extra));
