@@ -309,14 +309,15 @@ class PollingSource:
         state = self._state
         started_at = self.clock()
         if not state["started"]:
-            state["started"] = True
-            if self.start_from == "now":
+            if self.start_from == "now":  # a failed read leaves the state as it was: the next poll starts again
                 last = self._find([{"column": self.order, "operator": "is not null"}], select=self.columns,
                                   descending=True, limit=1)
+                state["started"] = True
                 state["position"] = self._position(last[0]) if last else None
                 state["marks"] = [[self.clock(), state["position"]]]
                 state["since"] = started_at
                 return []
+            state["started"] = True
             state["marks"] = [[started_at, None]]
         position: Position | None = state["position"]
         late, pending, seen = self._look_back(position)
