@@ -240,7 +240,7 @@ class PollingSource:
         state.setdefault("seen", [])
         state.setdefault("floor", None)
         state.setdefault("since", None)
-        state["started"] = True
+        state["started"] = bool(state["marks"]) or state.get("position") is not None  # else startFrom applies
         return state
 
     @property
