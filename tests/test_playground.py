@@ -106,7 +106,7 @@ class Page:
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
         except TimeoutException:
-            self.screenshot("timeout")
+            self.screenshot("timeout", docs=False)
             raise AssertionError(f"{what} (screenshot: {self.shots / 'timeout.png'})") from None
 
     def css(self, selector: str) -> WebElement:
@@ -139,7 +139,7 @@ class Page:
         self.click("#run")
         return self.css("#result .answer")
 
-    def screenshot(self, name: str, full_page: bool = False) -> Path:
+    def screenshot(self, name: str, full_page: bool = False, docs: bool = True) -> Path:
         path = self.shots / f"{name}.png"
         if full_page:  # the whole page, not only the viewport
             size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
@@ -149,10 +149,10 @@ class Page:
             path.write_bytes(base64.b64decode(shot["data"]))
         else:
             self.driver.save_screenshot(str(path))
-        docs = os.environ.get("PGACTIONS_DOCS_SCREENSHOTS")
-        if docs and name != "timeout":
-            Path(docs).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, Path(docs) / f"playground-{name}.png")
+        folder = os.environ.get("PGACTIONS_DOCS_SCREENSHOTS")
+        if folder and docs:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, Path(folder) / f"playground-{name}.png")
         return path
 
     def console_problems(self) -> list[str]:
@@ -295,6 +295,7 @@ def test_keyboard_only(page: Page, service: Served, guide_db: TestDB) -> None:
     answer = page.css("#result .answer")
     assert answer.get_attribute("data-state") == "ok", answer.text
     assert "John Doe" in page.text("#result table")
+    page.screenshot("keyboard", docs=False)
 
 
 def test_insert_row_from_the_generated_form(page: Page, service: Served, guide_db: TestDB) -> None:
@@ -399,9 +400,16 @@ def test_an_api_key_is_asked_for_and_kept_in_the_session(driver: Any, tmp_path_f
         driver.get("about:blank")
         driver.get(f"{locked.base_url}/#/actions/query_rows")
         page.css("#key-dialog[open]")
+        page.css("#api-key").send_keys(Keys.ESCAPE)  # declined: the page says why and stops asking
+        card = page.css("#result .error-card")
+        assert card.get_attribute("data-code") == "UNAUTHORIZED"
+        assert not page.all("#key-dialog[open]")
+        page.click("#key-button")
+        page.css("#key-dialog[open]")
+        page.screenshot("api-key")
         page.css("#api-key").send_keys(key, Keys.ENTER)
-        page.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "not loaded")
-        assert page.text("#action-title") == "Query Rows"
+        page.wait(lambda d: d.find_elements(By.CSS_SELECTOR, ".action-list a[data-action]"), "the actions did not load")
+        page.wait(lambda d: d.find_element(By.ID, "action-title").text == "Query Rows", "Query Rows not shown")
         assert driver.execute_script("return sessionStorage.getItem('pgactions.apiKey')") == key
         assert key not in driver.current_url
         assert page.text("#key-button") == "API key ✓"

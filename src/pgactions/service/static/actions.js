@@ -57,6 +57,7 @@ export function actionsScreen(root, app) {
   fill(root, nav, main, result);
 
   context.value = EMPTY_CONTEXT;
+  main.hidden = true; // until an action is chosen
   main.addEventListener('submit', (event) => { event.preventDefault(); run(); });
   main.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) { event.preventDefault(); run(); }
@@ -223,6 +224,7 @@ export function actionsScreen(root, app) {
     picker.value = known.id;
     if (current && current.id === known.id) return;
     current = await manifest(known.id);
+    main.hidden = false;
     title.textContent = current.title;
     fill(badges,
       h('span', { class: 'badge cat' }, CATEGORY_TITLE[current.category] || current.category),

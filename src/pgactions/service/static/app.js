@@ -46,16 +46,22 @@ const actions = actionsScreen(screens.actions, app);
 const connections = connectionsScreen(screens.connections, app);
 
 /** Ask for an API key (one dialog at a time); resolves to the key, or null when cancelled. */
-function askForKey(error) {
+let declined = false; // Cancel: stop asking until the API key button is used
+
+function askForKey(error, asked = false) {
   if (prompting) return prompting;
+  if (declined && !asked) return Promise.resolve(null);
   keyReason.textContent = error && error.message ? error.message : 'This service needs an API key.';
   keyInput.value = '';
   prompting = new Promise((resolve) => {
     keyDialog.addEventListener('close', () => {
       prompting = null;
-      resolve(keyDialog.returnValue === 'ok' && keyInput.value.trim() ? keyInput.value.trim() : null);
+      const key = keyDialog.returnValue === 'ok' && keyInput.value.trim() ? keyInput.value.trim() : null;
+      declined = !key;
+      resolve(key);
     }, { once: true });
   });
+  keyDialog.returnValue = ''; // Escape closes without setting it
   keyDialog.showModal();
   keyInput.focus();
   return prompting;
@@ -86,7 +92,7 @@ async function start() {
   showKeyState();
   document.addEventListener('pga:key', showKeyState);
   keyButton.addEventListener('click', async () => {
-    const key = await askForKey({ message: 'Enter the API key to use (pgactions keys create prints one).' });
+    const key = await askForKey({ message: 'Enter the API key to use (pgactions keys create prints one).' }, true);
     if (key) { setApiKey(key); await load(); }
   });
   document.getElementById('key-forget').addEventListener('click', () => {
