@@ -66,7 +66,13 @@ function tableOf(output) {
   return { rows: Object.keys(scalars).length ? [scalars] : [], caption: null };
 }
 
+const MAX_JSON_SHOWN = 2_000_000; // characters: a 10 MB answer would make the page crawl
+
 function jsonBlock(text) {
+  if (text.length > MAX_JSON_SHOWN) {
+    return h('div', {}, h('p', { class: 'note' }, `The first ${MAX_JSON_SHOWN.toLocaleString()} of ${text.length.toLocaleString()} characters, as sent:`),
+      h('pre', { class: 'json mono', tabindex: '0' }, text.slice(0, MAX_JSON_SHOWN)));
+  }
   return h('pre', { class: 'json mono', tabindex: '0' }, prettyJson(text));
 }
 
