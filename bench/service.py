@@ -191,6 +191,7 @@ def _wait_ready(contender: Contender, query: Query, seconds: float = 60) -> None
             last = exc
         time.sleep(0.3)
     log = contender.log.read_text(errors="replace")[-2000:] if contender.log else ""
+    contender.stop()  # not yet in the caller's list of started contenders
     raise SystemExit(f"{contender.name} did not answer on port {contender.port}: {last!r}\n{log}")
 
 
