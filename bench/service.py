@@ -227,7 +227,8 @@ def stored_variant(service: Contender, dsn_profile: dict[str, Any]) -> Contender
     return stored
 
 
-def start_handwritten(dsn: str, workdir: Path, workers: int, nodelay_fix: bool) -> dict[str, Contender]:
+def start_handwritten(dsn: str, workdir: Path, workers: int, nodelay_fix: bool,
+                      started: list[Contender]) -> dict[str, Contender]:
     """One hand-written server per statement (it serves one fixed statement, as such code does)."""
     try:
         import psycopg_pool  # noqa: F401
@@ -242,6 +243,7 @@ def start_handwritten(dsn: str, workdir: Path, workers: int, nodelay_fix: bool) 
                            + (["--tcp-nodelay-fix"] if nodelay_fix else []),
                            port, workdir, env)
         contender.name = "handwritten"
+        started.append(contender)  # stopped at the end even if the next one fails to start
         contender.bodies[query.name] = '{"id": %d}'
         contender.paths[query.name] = "/query"
         _wait_ready(contender, query)
@@ -482,8 +484,7 @@ def main() -> int:
             print(f"uvicorn TCP_NODELAY fix (Kludex/uvicorn#3149) for both Python contenders: {'on' if fix else 'off'}")
             service = start_service(profile, workdir, args.workers, fix)
             started.append(service)
-            handwritten = start_handwritten(plain_dsn, workdir, args.workers, fix)
-            started += handwritten.values()
+            handwritten = start_handwritten(plain_dsn, workdir, args.workers, fix, started)
             toolbox = None
             if binary:
                 toolbox = start_toolbox(binary, {"host": info.get("host", "127.0.0.1"),
