@@ -1,4 +1,5 @@
-"""The command line: ``pgactions list | describe | run | test-connection | demo``.
+"""The command line: ``pgactions list | describe | run | test-connection | demo | serve | keys | mcp |
+watch | cdc``.
 
 Exit codes, the contract scripts rely on (README, "From a shell"):
 
@@ -182,7 +183,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         help="log to stderr, with tracebacks (otherwise nothing is logged: failures are in the output)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands: dict[str, argparse.ArgumentParser] = {}
-    commands["list"] = sub.add_parser("list", help="list the actions")
+    listing = commands["list"] = sub.add_parser("list", help="list the actions (or the triggers)")
+    listing.add_argument("--kind", choices=["action", "trigger", "all"], default="action",
+                         help="actions (default), triggers, or both")
     describe = commands["describe"] = sub.add_parser(
         "describe", help="show an action's manifest (inputs, outputs, examples)")
     describe.add_argument("action")
@@ -210,7 +213,26 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     what.add_argument("--keep", action="store_true", help="leave the server running (prints its URL and how to stop it)")
     what.add_argument("--stop", metavar="DIR", default=None, help="stop a server left running by --keep, and delete DIR")
     _service_commands(sub, commands)
+    _trigger_commands(sub, commands)
     return parser, commands
+
+
+def _trigger_commands(sub: Any, commands: dict[str, argparse.ArgumentParser]) -> None:
+    """watch and cdc: triggers (docs/triggers.md)."""
+    watch = commands["watch"] = sub.add_parser(
+        "watch", help="print a trigger's events, one JSON object per line (pgactions list --kind trigger)")
+    watch.add_argument("trigger")
+    watch.add_argument("--connection", "-c", default=None, help=_CONNECTION_HELP)
+    watch.add_argument("--input", "-i", default=None, help="the trigger's inputs as JSON, or @file.json")
+    watch.add_argument("--checkpoint", metavar="FILE", default=None,
+                       help="where the position is kept: read at start, replaced after each batch is printed")
+    watch.add_argument("--once", action="store_true",
+                       help="one poll (polling triggers) or what is committed now (CDC, notifications), then exit")
+    cdc = commands["cdc"] = sub.add_parser("cdc", help="manage the replication slots of Row Changes (CDC)")
+    cdc_sub = cdc.add_subparsers(dest="cdc_command", required=True, parser_class=_Parser)
+    drop = commands["cdc drop-slot"] = cdc_sub.add_parser("drop-slot", help="drop a replication slot (frees its WAL)")
+    drop.add_argument("--connection", "-c", default=None, help=_CONNECTION_HELP)
+    drop.add_argument("--slot", required=True)
 
 
 def _state_options(parser: argparse.ArgumentParser) -> None:
@@ -329,9 +351,7 @@ def _silence_stdout() -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        _print_json([{"id": m.id, "title": m.title, "category": m.category, "readOnly": m.read_only}
-                     for m in load_manifests().values()])
-        return EXIT_OK
+        return _list(args.kind)
     if args.command == "describe":
         _print_json(get_manifest(args.action).describe())
         return EXIT_OK
@@ -345,7 +365,47 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _service(args)
     if args.command == "mcp":
         return _mcp(args)
+    if args.command == "watch":
+        return _watch(args)
+    if args.command == "cdc":
+        return _cdc(args)
     raise UsageError(f"unknown command {args.command}")
+
+
+def _list(kind: str) -> int:
+    from pgactions.spec.manifests import load_triggers
+
+    listing: list[dict[str, Any]] = []
+    if kind in ("action", "all"):
+        listing += [{"id": m.id, "kind": "action", "title": m.title, "category": m.category,
+                     "readOnly": m.read_only} for m in load_manifests().values()]
+    if kind in ("trigger", "all"):
+        listing += [{"id": t.id, "kind": "trigger", "title": t.title, "category": t.category}
+                    for t in load_triggers().values()]
+    if kind == "action":  # the listing as it always was
+        for entry in listing:
+            del entry["kind"]
+    _print_json(listing)
+    return EXIT_OK
+
+
+# -- triggers ------------------------------------------------------------------------------------
+
+def _watch(args: argparse.Namespace) -> int:
+    from pgactions.spec.manifests import get_trigger
+    from pgactions.triggers.watch_cli import watch_command
+
+    get_trigger(args.trigger)  # an unknown trigger is said before anything else is looked at
+    inputs = _json_argument(args.input, "--input") if args.input is not None else {}
+    spec, source = _connection(args)
+    return watch_command(args, _load(spec, source), inputs)
+
+
+def _cdc(args: argparse.Namespace) -> int:
+    from pgactions.triggers.watch_cli import cdc_command
+
+    spec, source = _connection(args)
+    return cdc_command(args, _load(spec, source))
 
 
 # -- the connection ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from referencing.jsonschema import DRAFT202012
 
 from pgactions.spec.errors import ActionError
 
-__all__ = ["Manifest", "ManifestError", "data_dir", "load_manifests", "schema_registry"]
+__all__ = ["Manifest", "ManifestError", "TriggerManifest", "data_dir", "get_trigger", "load_manifests",
+           "load_triggers", "schema_registry"]
 
 SCHEMA_BASE = "https://pgactions.dev/schemas/"
 
@@ -134,30 +135,98 @@ def _inline_refs(node: Any, base: str) -> Any:
     return node
 
 
+@dataclass
+class TriggerManifest:
+    """A trigger (``kind: trigger``): what starts a flow, not a step of one.  Listed apart from the
+    actions, never run by ``run`` / ``:run`` and never an MCP tool; ``pgactions watch`` and
+    :mod:`pgactions.triggers` read it (docs/triggers.md)."""
+
+    id: str
+    title: str
+    description: str
+    category: str
+    source: str  # polling, notify or cdc: the module of pgactions.triggers that produces its events
+    input: dict[str, Any]
+    event: dict[str, Any]
+    examples: list[dict[str, Any]]
+    path: Path
+    _bundled: dict[str, Any] | None = field(default=None, repr=False)
+    _validator: Any = field(default=None, repr=False)
+
+    def bundled_input_schema(self) -> dict[str, Any]:
+        if self._bundled is None:
+            self._bundled = _inline_refs(self.input, f"{SCHEMA_BASE}actions/")
+        return self._bundled
+
+    def input_validator(self) -> Any:
+        if self._validator is None:
+            self._validator = jsonschema_rs.validator_for(self.bundled_input_schema())
+        return self._validator
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": "trigger", "title": self.title, "description": self.description,
+                "category": self.category, "source": self.source, "input": self.bundled_input_schema(),
+                "event": _inline_refs(self.event, f"{SCHEMA_BASE}actions/"), "examples": self.examples}
+
+
 @lru_cache(maxsize=1)
-def load_manifests() -> dict[str, Manifest]:
-    meta = jsonschema.Draft202012Validator(load_schema("action.schema.json"))
+def _load_all() -> tuple[dict[str, Manifest], dict[str, TriggerManifest]]:
+    metas = {"action": jsonschema.Draft202012Validator(load_schema("action.schema.json")),
+             "trigger": jsonschema.Draft202012Validator(load_schema("trigger.schema.json"))}
     manifests: dict[str, Manifest] = {}
+    triggers: dict[str, TriggerManifest] = {}
     for path in sorted(data_dir("actions").iterdir()):
         if path.suffix not in (".yaml", ".yml", ".json"):
             continue
         raw = _read_data_file(path)
+        kind = raw.get("kind", "action") if isinstance(raw, dict) else "action"
+        meta = metas.get(kind, metas["action"])
         problems = sorted(meta.iter_errors(raw), key=lambda e: list(e.absolute_path))
         if problems:
             listing = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
                                 for e in problems)
-            raise ManifestError(f"{path.name} does not satisfy the manifest meta-schema: {listing}")
-        if raw["id"] in manifests:
-            raise ManifestError(f"{path.name}: action id {raw['id']!r} is defined twice")
+            raise ManifestError(f"{path.name} does not satisfy the {kind} meta-schema: {listing}")
+        if raw["id"] in manifests or raw["id"] in triggers:
+            raise ManifestError(f"{path.name}: id {raw['id']!r} is defined twice")
         if path.stem != raw["id"]:
             raise ManifestError(f"{path.name}: the file must be named after its id ({raw['id']})")
+        if kind == "trigger":
+            triggers[raw["id"]] = TriggerManifest(
+                id=raw["id"], title=raw["title"], description=raw["description"], category=raw["category"],
+                source=raw["source"], input=raw["input"], event=raw["event"], examples=raw["examples"], path=path)
+            continue
         manifests[raw["id"]] = Manifest(
             id=raw["id"], title=raw["title"], description=raw["description"],
             category=raw["category"], execution=raw["execution"], input=raw["input"],
             output=raw["output"], examples=raw["examples"],
             template_variables=raw.get("templateVariables", ["trigger", "steps", "now"]), source=path,
         )
-    return manifests
+    return manifests, triggers
+
+
+def load_manifests() -> dict[str, Manifest]:
+    """The actions (``kind: action``, the default), by id."""
+    return _load_all()[0]
+
+
+def load_triggers() -> dict[str, TriggerManifest]:
+    """The triggers (``kind: trigger``), by id."""
+    return _load_all()[1]
+
+
+# Tests point data_dir elsewhere and clear the cache through the name they know.
+load_manifests.cache_clear = _load_all.cache_clear  # type: ignore[attr-defined]
+
+
+def get_trigger(trigger_id: str) -> TriggerManifest:
+    triggers = load_triggers()
+    try:
+        return triggers[trigger_id]
+    except KeyError:
+        hint = " (it is an action: run it with pgactions run)" if trigger_id in load_manifests() else ""
+        raise ActionError("UNKNOWN_ACTION", f"{trigger_id!r} is not a trigger{hint}; known triggers: "
+                                            f"{', '.join(sorted(triggers))}",
+                          extra={"knownTriggers": sorted(triggers)}) from None
 
 
 def get_manifest(action_id: str) -> Manifest:
@@ -166,5 +235,6 @@ def get_manifest(action_id: str) -> Manifest:
         return manifests[action_id]
     except KeyError:
         known = ", ".join(sorted(manifests))
-        raise ActionError("UNKNOWN_ACTION", f"{action_id!r} is not an action; known actions: {known}",
+        hint = " (it is a trigger: watch it with pgactions watch)" if action_id in load_triggers() else ""
+        raise ActionError("UNKNOWN_ACTION", f"{action_id!r} is not an action{hint}; known actions: {known}",
                           extra={"knownActions": sorted(manifests)}) from None
