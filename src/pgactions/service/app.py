@@ -9,6 +9,7 @@ traceback in the response.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -40,6 +41,9 @@ __all__ = ["create_app"]
 log = logging.getLogger("pgactions.service")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Request ids made here: a random prefix per process and a counter (unique without a syscall each).
+_ID_PREFIX = uuid.uuid4().hex[:10] + "-"
+_ID_COUNTER = itertools.count(1)
 
 
 def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starlette:
@@ -205,7 +209,7 @@ class Boundary:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and _REQUEST_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -90,6 +90,7 @@ def connection_routes(service: Service) -> list[Route]:
             service.vet(profile)  # the same checks as at every use: refused now, not at the first run
             try:
                 service.store.put_connection(connection_id, profile)
+                service.forget_connection(connection_id)
             except ValueError as exc:
                 raise ActionError("INVALID_INPUT", str(exc), extra={"field": "id"}) from None
             return json_response({"id": connection_id, "connection": masked(profile)},
@@ -124,6 +125,7 @@ def connection_routes(service: Service) -> list[Route]:
                 gone = service.store.delete_connection(connection_id)
             except ValueError:
                 gone = False
+            service.forget_connection(connection_id)
             if not gone:
                 raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
                                   extra={"connectionId": connection_id})

@@ -6,17 +6,17 @@ Routes (``actions_api``, ``connections_api``, ``records_api``) parse HTTP; this 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import orjson
 from starlette.requests import Request
 
@@ -36,6 +36,10 @@ log = logging.getLogger("pgactions.service")
 IDEMPOTENCY_SECONDS = 24 * 3600
 # A vetted profile (DNS resolved and checked, addresses pinned) is reused this long.
 VETTED_SECONDS = 10.0
+# A stored profile read from the state store is reused this long (as API keys are: auth.py).
+STORED_SECONDS = 1.0
+# Work still running after this long gets a watch for the client's disconnect.
+WATCH_AFTER_SECONDS = 0.005
 
 
 @dataclass
@@ -60,7 +64,9 @@ class Service:
                              max_result_bytes=config.max_result_bytes)
         self.runtime = Runtime(self.limits)
         self._numeric_runtime: Runtime | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pgactions-action")
+        self._stored: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self._running: dict[ConnectionProfile, int] = {}
         self._vetted: dict[str, tuple[float, ConnectionProfile]] = {}
@@ -70,10 +76,12 @@ class Service:
 
     # -- life cycle ----------------------------------------------------------------------------
     @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:  # made inside the event loop
-            self._limiter = anyio.CapacityLimiter(self.config.threads)
-        return self._limiter
+    def slots(self) -> asyncio.Semaphore:
+        """At most ``threads`` actions at once; more wait here, in the event loop, not in a queue
+        of threads (the per-connection limit refuses the excess of one connection)."""
+        if self._slots is None:  # made inside the event loop
+            self._slots = asyncio.Semaphore(self.config.threads)
+        return self._slots
 
     def runtime_for(self, numeric_as_number: bool) -> Runtime:
         if not numeric_as_number:
@@ -88,6 +96,7 @@ class Service:
 
     def close(self) -> None:
         self.closing = True
+        self._executor.shutdown(wait=False)
         self.runtime.close()
         if self._numeric_runtime is not None:
             self._numeric_runtime.close()
@@ -137,16 +146,32 @@ class Service:
         if not principal.may_use(connection_id):
             raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}",
                               extra={"connectionId": connection_id})
-        try:
-            spec = self.store.get_connection(connection_id)
-        except ValueError:
-            spec = None
+        spec = self._stored_spec(connection_id)
         if spec is None:
             raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
                               extra={"connectionId": connection_id})
         profile = self.vet(spec)
         self._label(profile, connection_id)
         return profile
+
+    def _stored_spec(self, connection_id: str) -> dict[str, Any] | None:
+        """The stored profile, decrypted, reused for a second (a PUT or DELETE through another
+        process is seen within that; through this one at once: :meth:`forget_connection`)."""
+        now = time.monotonic()
+        cached = self._stored.get(connection_id)
+        if cached is not None and now - cached[0] < STORED_SECONDS:
+            return cached[1]
+        try:
+            spec = self.store.get_connection(connection_id)
+        except ValueError:
+            spec = None
+        if len(self._stored) > 1024:
+            self._stored.clear()
+        self._stored[connection_id] = (now, spec)
+        return spec
+
+    def forget_connection(self, connection_id: str) -> None:
+        self._stored.pop(connection_id, None)
 
     def _label(self, profile: ConnectionProfile, label: str) -> None:
         if self.labels.get(profile) != label:
@@ -199,20 +224,37 @@ class Service:
 
     async def in_thread(self, request: Request, work: Callable[[threading.Event], Any]) -> Any:
         """Run *work* in the bounded thread pool; if the client goes away meanwhile, set its
-        cancel event (the runtime cancels the query on the server and rolls back)."""
+        cancel event (the runtime cancels the query on the server and rolls back).  The watch for
+        a disconnect starts only for work still running after a few milliseconds: most actions
+        are done by then, and a task per request costs more than the query."""
         cancel = threading.Event()
-        result: Any = None
-        failure: Exception | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(_watch_disconnect, request, cancel)
+        async with self.slots:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
             try:
-                result = await anyio.to_thread.run_sync(work, cancel, limiter=self.limiter)
-            except Exception as exc:  # raised outside the group, so it is not wrapped in an ExceptionGroup
-                failure = exc
-            group.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return result
+                done, _ = await asyncio.wait({future}, timeout=WATCH_AFTER_SECONDS)
+                if not done:
+                    watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
+                    try:
+                        await asyncio.wait({future})
+                    finally:
+                        watcher.cancel()
+            except asyncio.CancelledError:  # the request's task was cancelled: so is the action
+                cancel.set()
+                raise
+        return future.result()
+
+    async def in_pool(self, work: Callable[[threading.Event], Any]) -> Any:
+        """*work* in the bounded thread pool, for callers with no HTTP request of their own to
+        watch (MCP tool calls): cancelling the awaiting task sets the action's cancel event."""
+        cancel = threading.Event()
+        async with self.slots:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
+            try:
+                await asyncio.wait({future})
+            except asyncio.CancelledError:
+                cancel.set()
+                raise
+        return future.result()
 
     def run_action(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
                    inputs: dict[str, Any], context: dict[str, Any], options: dict[str, Any],

@@ -31,7 +31,7 @@ from pgactions.runtime import ActionResult
 from pgactions.service.config import ServiceConfig
 from pgactions.service.core import ActionRequest, Service
 from pgactions.service.http import error_response
-from pgactions.service.mcp_tools import ExposureError, build_server, exposed_manifests, run_in_thread
+from pgactions.service.mcp_tools import ExposureError, build_server, exposed_manifests
 from pgactions.service.principal import Principal
 from pgactions.spec.errors import ActionError
 from pgactions.spec.manifests import Manifest
@@ -145,7 +145,7 @@ class _ServiceBackend:
                                       cancel, flow="mcp", step=step)
 
         try:
-            result: ActionResult = await run_in_thread(work, service.limiter)
+            result: ActionResult = await service.in_pool(work)
         except ActionError as exc:
             call.code = exc.code
             raise

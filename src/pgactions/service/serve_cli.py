@@ -39,6 +39,9 @@ def serve_command(args: argparse.Namespace) -> int:
 def _serve(config: ServiceConfig, banner: str = "") -> int:
     import uvicorn
 
+    if config.workers > 1:
+        _keep_tcp_nodelay()
+
     try:
         _check_state(config)
     except Exception as exc:  # the store cannot be opened: say why in one line, no traceback
@@ -117,6 +120,28 @@ def app_factory() -> Any:
     return create_app(ServiceConfig(**data))
 
 
+def _keep_tcp_nodelay() -> None:
+    """With --workers N, uvicorn binds the listening socket itself with protocol 0; the accepted
+    sockets inherit it and asyncio turns Nagle's algorithm off only for IPPROTO_TCP sockets, so a
+    small response (headers, then body) waits ~40 ms for the client's delayed ACK
+    (Kludex/uvicorn#3149).  Re-wrapped here with IPPROTO_TCP (measured in bench/service.py)."""
+    import socket
+
+    import uvicorn.config
+
+    original = uvicorn.config.Config.bind_socket
+
+    def bind_socket(self: Any) -> socket.socket:
+        sock = original(self)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto != socket.IPPROTO_TCP:
+            fixed = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+            fixed.set_inheritable(True)
+            return fixed
+        return sock
+
+    uvicorn.config.Config.bind_socket = bind_socket  # type: ignore[method-assign]
+
+
 def _check_hosts(config: ServiceConfig) -> None:
     from pgactions.service.untrusted import HostPolicy
 
@@ -152,7 +177,12 @@ class _JsonLines(logging.Formatter):
 
 
 def _setup_logging(verbose: bool) -> None:
-    """JSON lines on stderr: the access log (one line per request) and warnings."""
+    """JSON lines on stderr: the access log (one line per request, written by a thread of its own
+    so a slow stderr never holds a request) and warnings."""
+    import atexit
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+
     root = logging.getLogger("pgactions")
     if any(isinstance(h.formatter, _JsonLines) for h in root.handlers):
         return
@@ -160,5 +190,12 @@ def _setup_logging(verbose: bool) -> None:
     handler.setFormatter(_JsonLines())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("pgactions.access").setLevel(logging.INFO)
     root.propagate = False
+    access = logging.getLogger("pgactions.access")
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    access.addHandler(QueueHandler(lines))
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    listener = QueueListener(lines, handler)
+    listener.start()
+    atexit.register(listener.stop)
