@@ -236,7 +236,7 @@ def _text(data: bytes) -> str:
 class _RelationInfo:
     """One published table as the stream describes it, with a loader per column."""
 
-    __slots__ = ("relation", "table", "wanted", "names", "loads", "keep", "key_idx")
+    __slots__ = ("relation", "table", "wanted", "names", "loads", "keep", "key_idx", "kept")
 
     def __init__(self, relation: po.Relation, wanted: bool, loads: list[Any], keep: list[bool]) -> None:
         self.relation = relation
@@ -246,19 +246,20 @@ class _RelationInfo:
         self.loads = loads
         self.keep = keep
         self.key_idx = [i for i, c in enumerate(relation.columns) if c.key and keep[i]]
+        self.kept = [(i, self.names[i], loads[i]) for i in range(len(keep)) if keep[i]]
 
     def row(self, values: list[Any], fill: list[Any] | None = None) -> dict[str, Any]:
         """Kept columns of a tuple as a JSON-ready dict; an unchanged TOASTed value is taken from
         *fill* (the old row, REPLICA IDENTITY FULL) or left out."""
         out: dict[str, Any] = {}
-        for i, (name, load, keep, value) in enumerate(zip(self.names, self.loads, self.keep, values)):
-            if not keep:
-                continue
+        unchanged = po.UNCHANGED
+        for i, name, load in self.kept:
+            value = values[i]
             if value is None:
                 out[name] = None
-            elif value is po.UNCHANGED:
-                old = fill[i] if fill is not None else po.UNCHANGED
-                if old is po.UNCHANGED:
+            elif value is unchanged:
+                old = fill[i] if fill is not None else unchanged
+                if old is unchanged:
                     continue
                 out[name] = None if old is None else load(old)
             else:
@@ -758,6 +759,7 @@ class CdcSource:
         limit = self.options.batch_size
         poller = select.poll()
         poller.register(pgconn.socket, select.POLLIN)
+        drained = False  # the socket read (without waiting) since libpq's buffer was last empty
         while True:
             if self._pending is not None:
                 if len(events) >= limit:
@@ -771,6 +773,7 @@ class CdcSource:
             except psycopg.OperationalError as exc:
                 raise _ConnectionLost(str(exc).strip()) from None
             if size > 0:
+                drained = False
                 kind = data[0]
                 if kind == 119:  # 'w' XLogData
                     start, _end, _sent = _XLOG_HEAD.unpack_from(data, 1)
@@ -808,7 +811,15 @@ class CdcSource:
                 raise _ConnectionLost("the server ended the replication stream")
             if size < -1:
                 raise _ConnectionLost(pgconn.get_error_message().strip() or "copy failed")
-            # Nothing buffered: hand out what we have, or wait for more.
+            # Nothing buffered: read what the socket already holds, then hand out what we have, or
+            # wait for more.
+            if not drained:
+                drained = True
+                try:
+                    pgconn.consume_input()
+                except psycopg.OperationalError as exc:
+                    raise _ConnectionLost(str(exc).strip()) from None
+                continue
             if events:
                 return
             remaining = deadline - time.monotonic()
