@@ -150,4 +150,5 @@ def _as_bulk(session: Session, plan: dict[str, Any], items: Items, perform: Perf
     bulk["rows"] = [inputs[plan["rowsFrom"]] for inputs, _context in items]
     bulk_manifest = get_manifest(plan["bulkAction"])
     # The rows are rendered already: the bulk action renders nothing again.
-    return perform(session, bulk_manifest, validate_inputs(bulk_manifest, bulk), {}, rendered=True)  # type: ignore[no-any-return]
+    return perform(session, bulk_manifest, validate_inputs(bulk_manifest, bulk, templates=False), {},
+                   rendered=True)  # type: ignore[no-any-return]

@@ -245,7 +245,7 @@ def _rendered_and_checked(manifest: Manifest, checked: dict[str, Any], context: 
     for name, value in checked.items():
         new = rendered[name]
         if new is not value and new != value:
-            validate_inputs(manifest, rendered)
+            validate_inputs(manifest, rendered, templates=False)
             break
     return rendered
 

@@ -124,9 +124,14 @@ async def _run(service: Service, request: Request) -> Response:
     return await _once(service, request, principal, key, raw, work)
 
 
-def _step(body: dict[str, Any], request: Request) -> str:
-    """The step tag in application_name carries the request id, so a DBA can find the request."""
+def _step(body: dict[str, Any], request: Request) -> str | None:
+    """The step tag in application_name: the caller's step and, when the caller traces requests
+    (it sent X-Request-Id, a flow or a step), the request id, so a DBA can find the request in
+    pg_stat_activity.  Untraced calls keep a constant application_name: a new one per request
+    costs a round trip to the server before every action (bench/README.md, the service section)."""
     step, request_id = body.get("step"), request.state.request_id
+    if not (request.state.request_id_given or step is not None or body.get("flow") is not None):
+        return None
     return f"{step} req={request_id}" if step is not None else f"req={request_id}"
 
 

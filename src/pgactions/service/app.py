@@ -8,6 +8,7 @@ traceback in the response.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -86,8 +87,13 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        subscriptions = getattr(service, "subscriptions", None)  # trigger subscriptions (subscriptions_api)
+        if subscriptions is not None:
+            subscriptions.start()
         async with (mcp_lifespan() if mcp_lifespan is not None else contextlib.nullcontext()):
             yield
+        if subscriptions is not None:
+            await asyncio.to_thread(subscriptions.stop)  # every delivery thread ends, every source closes
         service.close()  # uvicorn has let in-flight requests finish: pools close, no backend left
 
     routes = [
@@ -99,6 +105,7 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
         *action_routes(service),
         *connection_routes(service),
         *_records_routes(service),
+        *_subscription_routes(service),
         *mcp_routes,
         *_playground_routes(),
     ]
@@ -165,6 +172,14 @@ def _records_routes(service: Service) -> list[Route]:
     return records_routes(service)
 
 
+def _subscription_routes(service: Service) -> list[Route]:
+    try:
+        from pgactions.service.subscriptions_api import subscriptions_routes
+    except ImportError:
+        return []
+    return subscriptions_routes(service)
+
+
 async def _action_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ActionError)
     request.scope.setdefault("state", {})["code"] = exc.code
@@ -212,6 +227,7 @@ class Boundary:
         request_id = given if given and _REQUEST_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["request_id_given"] = request_id == given
         status = 500
         sent = False
 
