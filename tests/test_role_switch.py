@@ -78,3 +78,21 @@ def test_writes_are_checked_by_the_policy(runtime: Runtime, authenticator: dict[
     assert out["rowCount"] == 1
     gone = runtime.run("delete_rows", profile, {"table": "notes", "where": [{"column": "id", "operator": "eq", "value": 1}]}, role=bob).data
     assert gone["rowCount"] == 0  # alice's row is invisible to bob, so nothing is deleted
+
+
+def test_claims_reach_policies_for_the_transaction_only(runtime: Runtime, db: Any) -> None:
+    db.sql("CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL)")
+    db.sql("INSERT INTO docs VALUES (1, 'acme'), (2, 'globex'), (3, 'acme')")
+    db.sql("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
+    db.sql("ALTER TABLE docs FORCE ROW LEVEL SECURITY")
+    db.sql("CREATE POLICY by_tenant ON docs USING (tenant = nullif(current_setting('pgactions.auth', true), '')::jsonb ->> 'tenant')")
+    seen = runtime.run("find_rows", db.profile, {"table": "docs"}, claims={"tenant": "acme"}).data
+    assert [r["id"] for r in seen["rows"]] == [1, 3]
+    assert runtime.run("find_rows", db.profile, {"table": "docs"}).data["rows"] == []
+    read = runtime.run("query_rows", db.profile, {
+        "query": "SELECT current_setting('pgactions.auth', true)::jsonb ->> 'tenant' AS tenant"},
+        claims={"tenant": "acme"}).data
+    assert read["rows"] == [{"tenant": "acme"}]
+    after = runtime.run("query_rows", db.profile, {
+        "query": "SELECT coalesce(current_setting('pgactions.auth', true), '') AS claims"}).data
+    assert after["rows"] == [{"claims": ""}]  # gone with the transaction that had it

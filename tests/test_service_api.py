@@ -321,3 +321,16 @@ def test_pinned_values_reach_templates_and_cannot_be_overridden(closed_service: 
             "inputs": {"table": "items", "columns": {"id": 70, "name": "{{ auth.tenant }}"}}}
     assert closed_service.post("/v1/actions/insert_row:run", body, key=key).status_code == 200
     assert table.sql("SELECT name FROM items WHERE id = 70") == [("acme",)]
+
+
+def test_pinned_values_reach_row_level_security(closed_service: Served, db: TestDB) -> None:
+    db.sql("CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL)")
+    db.sql("INSERT INTO docs VALUES (1, 'acme'), (2, 'globex'), (3, 'acme')")
+    db.sql("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
+    db.sql("ALTER TABLE docs FORCE ROW LEVEL SECURITY")  # the login role owns it: policies apply anyway
+    db.sql("CREATE POLICY by_tenant ON docs USING (tenant = nullif(current_setting('pgactions.auth', true), '')::jsonb ->> 'tenant')")
+    key = closed_service.create_key("acme-reader", "--context", '{"tenant": "acme"}')
+    found = closed_service.post("/v1/actions/find_rows:run", {"connection": db.profile,
+                                                              "inputs": {"table": "docs"}}, key=key)
+    assert found.status_code == 200, found.text
+    assert sorted(r["id"] for r in found.json()["rows"]) == [1, 3]

@@ -123,7 +123,8 @@ class Runtime:
             inputs: dict[str, Any], context: dict[str, Any] | None = None, *,
             flow: str | None = None, step: str | None = None,
             cancel: threading.Event | None = None, sink: FileSink | None = None,
-            limits: Limits | None = None, role: str | None = None) -> ActionResult:
+            limits: Limits | None = None, role: str | None = None,
+            claims: dict[str, Any] | None = None) -> ActionResult:
         """Run one action.  Raises :class:`ActionError` (with ``.payload``) on any failure.
 
         *flow* and *step* tag the session's ``application_name`` (seen in pg_stat_activity) so a
@@ -133,7 +134,9 @@ class Runtime:
         its transaction committed, and removed when it fails.  *limits* replace the runtime's for
         this call (a service's per-request options; ``numeric_as_number`` stays the runtime's).
         *role*: run inside a transaction as this role (``SET LOCAL ROLE``), so row-level security
-        applies; it ends with the transaction.
+        applies; it ends with the transaction.  *claims*: values the host vouches for (a verified
+        token's claims), readable by policies and functions as
+        ``nullif(current_setting('pgactions.auth', true), '')::jsonb`` during the action's transaction.
         """
         started = time.perf_counter()
         limits = limits or self.limits
@@ -145,7 +148,7 @@ class Runtime:
             timeout = limits.timeout_for(checked.get("timeout"), profile.statementTimeout,
                                          manifest.default_timeout)
             flow_context = _flow_context(context)
-            with self._session(profile, timeout, flow, step, cancel, limits, role) as session:
+            with self._session(profile, timeout, flow, step, cancel, limits, role, claims) as session:
                 session.spill_to = sink
                 document = self._perform_alone(session, manifest, checked, flow_context, sink)
             if sink is not None:
@@ -173,7 +176,7 @@ class Runtime:
         except psycopg.errors.ActiveSqlTransaction:
             # VACUUM, CREATE INDEX CONCURRENTLY and the like refuse a transaction block: run alone,
             # in autocommit (they return no rows, so there is no output to hold back).
-            if manifest.read_only or manifest.handler != "sql" or session.role is not None:
+            if manifest.read_only or manifest.handler != "sql" or session.local:
                 raise  # only a single user statement is run again; a transaction's steps never
             return perform(session, manifest, checked, context, finish=finish,  # type: ignore[no-any-return]
                            in_transaction=False)
@@ -182,7 +185,7 @@ class Runtime:
                   items: list[dict[str, Any]], mode: str = "independent", context: dict[str, Any] | None = None, *,
                   flow: str | None = None, step: str | None = None, cancel: threading.Event | None = None,
                   timeout: float | None = None, limits: Limits | None = None,
-                  role: str | None = None) -> ActionResult:
+                  role: str | None = None, claims: dict[str, Any] | None = None) -> ActionResult:
         """Run one action over *items* (each ``{"inputs": {...}, "context"?: {...}}``; an item's
         context is laid over *context*).  *mode*: ``independent`` (each item on its own, a result
         per item, failures do not stop the rest), ``transaction`` (all or nothing; the error names
@@ -201,11 +204,11 @@ class Runtime:
             finish = partial(serialize, limit=limits.max_result_bytes)
             if mode == "independent":
                 runner = partial(self._run_item, action_id, profile, flow=flow, step=step, cancel=cancel,
-                                 limits=limits, role=role)
+                                 limits=limits, role=role, claims=claims)
                 document = finish(run_batch_mode(mode, None, manifest, entries, perform, runner))
             else:
                 limit = limits.timeout_for(timeout, profile.statementTimeout, manifest.default_timeout)
-                with self._session(profile, limit, flow, step, cancel, limits, role) as session:
+                with self._session(profile, limit, flow, step, cancel, limits, role, claims) as session:
                     document = run_batch_mode(mode, session, manifest, entries, perform, finish=finish)
         except ActionError as exc:
             exc.payload = scrub(exc.payload, secrets)
@@ -215,16 +218,19 @@ class Runtime:
 
     def _run_item(self, action_id: str, profile: ConnectionProfile, inputs: Any, context: dict[str, Any], *,
                   flow: str | None, step: str | None, cancel: threading.Event | None,
-                  limits: Limits, role: str | None) -> Any:
+                  limits: Limits, role: str | None, claims: dict[str, Any] | None) -> Any:
         # Embedded as it came (never parsed and written again: numbers keep every digit).
         return orjson.Fragment(self.run(action_id, profile, inputs, context, flow=flow, step=step,
-                                        cancel=cancel, limits=limits, role=role).json)
+                                        cancel=cancel, limits=limits, role=role, claims=claims).json)
 
     def _session(self, profile: ConnectionProfile, timeout: float, flow: str | None, step: str | None,
-                 cancel: threading.Event | None, limits: Limits | None = None, role: str | None = None) -> Session:
+                 cancel: threading.Event | None, limits: Limits | None = None, role: str | None = None,
+                 claims: dict[str, Any] | None = None) -> Session:
         app_name = tagged_application_name(profile.applicationName, None if flow is None else str(flow),
                                            None if step is None else str(step))
-        return Session(self.pools, self.watchdog, profile, timeout, limits or self.limits, app_name, cancel, role)
+        local = {"pgactions.auth": orjson.dumps(claims).decode()} if claims else None
+        return Session(self.pools, self.watchdog, profile, timeout, limits or self.limits, app_name, cancel, role,
+                       local)
 
 
 @lru_cache(maxsize=1024)

@@ -56,11 +56,15 @@ class Session:
 
     def __init__(self, pools: PoolCache, watchdog: Watchdog, profile: ConnectionProfile,
                  timeout: float, limits: Limits, app_name: str | None = None, cancel: Any = None,
-                 role: str | None = None) -> None:
+                 role: str | None = None, local: dict[str, str] | None = None) -> None:
         self.pools, self.watchdog, self.profile = pools, watchdog, profile
-        # A role the host switches to inside each transaction (SET LOCAL ROLE), e.g. from a verified
-        # token's claim, so row-level security applies; it ends with the transaction.
+        # Settings the host gives each transaction (set_config(…, true)): a role to switch to (SET
+        # LOCAL ROLE, e.g. from a verified token's claim, so row-level security applies) and values
+        # such as pgactions.auth (pinned claims policies read).  They end with the transaction.
         self.role = role
+        self.local = dict(local or {})
+        if role is not None:
+            self.local = {"role": role, **self.local}
         self.timeout, self.limits = timeout, limits
         self.app_name = app_name or profile.applicationName
         self._app_name_bytes = self.app_name.encode()
@@ -216,7 +220,7 @@ class Session:
         """What a unit does on entering; None for a read that runs alone (done already)."""
         idle = self.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
         if self._depth == 0 and idle:
-            if read_only and self.role is None and not self._session_state().pgbouncer:
+            if read_only and not self.local and not self._session_state().pgbouncer:
                 self._apply_settings(read_only=True)
                 self._depth += 1
                 return None
@@ -292,12 +296,13 @@ class Session:
             self._begin_pooled_transaction(read_only, timeout_ms)
             return
         self._apply_settings(read_only=False)
-        if self.role is None:
+        if not self.local:
             self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
             return
-        with self.conn.pipeline():  # one round trip: the role is in place before any statement
+        calls = ", ".join("set_config(%s, %s, true)" for _ in self.local)
+        with self.conn.pipeline():  # one round trip: the settings are in place before any statement
             self.conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
-            self.conn.execute("SELECT set_config('role', %s, true)", [self.role])
+            self.conn.execute(f"SELECT {calls}", [v for item in self.local.items() for v in item])
 
     def _apply_settings(self, read_only: bool) -> None:
         """The session read-only (or not), this action's statement timeout and application name;
@@ -322,8 +327,7 @@ class Session:
     def _begin_pooled_transaction(self, read_only: bool, timeout_ms: int) -> None:
         """PgBouncer mode: a transaction carrying every setting the action needs (one round trip)."""
         settings = dict(SESSION_SETTINGS, statement_timeout=str(timeout_ms), application_name=self.app_name)
-        if self.role is not None:
-            settings["role"] = self.role
+        settings.update(self.local)
         if self.profile.schema:
             settings["search_path"] = search_path(self.profile.schema)
         calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
@@ -511,7 +515,7 @@ class _Unit:
 
     def __enter__(self) -> None:
         session = self._session
-        if self.read_only and session._depth == 0 and session.role is None \
+        if self.read_only and session._depth == 0 and not session.local \
                 and session.conn.pgconn.transaction_status == pq.TransactionStatus.IDLE \
                 and not (session._state or session._session_state()).pgbouncer:
             # A read that runs alone (the commonest action): autocommit, the session read-only.

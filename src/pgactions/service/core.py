@@ -269,7 +269,7 @@ class Service:
                             max_result_bytes=min(int(options["maxResultBytes"]), limits.max_result_bytes))
         with self.slot(profile):
             return runtime.run(manifest.id, profile, inputs, context, flow=flow, step=step, cancel=cancel,
-                               limits=limits, role=principal.role)
+                               limits=limits, role=principal.role, claims=principal.pinned or None)
 
     def run_batch(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
                   items: list[Any], mode: str, context: dict[str, Any], cancel: threading.Event,
@@ -278,7 +278,7 @@ class Service:
             self.check_role_login(profile)
         with self.slot(profile):
             return self.runtime.run_batch(manifest.id, profile, items, mode, context, flow=flow, step=step,
-                                          cancel=cancel, role=principal.role)
+                                          cancel=cancel, role=principal.role, claims=principal.pinned or None)
 
     # -- idempotency -----------------------------------------------------------------------------------
     def idempotency_key(self, principal: Principal, header: str) -> str:

@@ -19,7 +19,7 @@ class Principal:
     ``actions`` / ``connections``: the action ids and stored connection ids it may use (None: all).
     ``read_only``: it may run read-only actions only.  ``pinned``: context values bound from the key
     or from verified token claims — templates see them as ``{{ auth.<name> }}`` and the database as
-    ``current_setting('pgactions.auth', true)::jsonb``; a caller cannot override them.  ``role``:
+    ``nullif(current_setting('pgactions.auth', true), '')::jsonb``; a caller cannot override them.  ``role``:
     the database role the action runs as (SET LOCAL ROLE), from a token's role claim.
     ``allow_sql``: with pinned values, whether free-SQL actions are still allowed.
     """
