@@ -24,6 +24,8 @@ Or with handlers named after the events' ops::
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +36,12 @@ from pgactions.spec.manifests import TriggerManifest, get_trigger
 from pgactions.triggers.base import Batch, TriggerSource
 
 __all__ = ["Batch", "TriggerSource", "Watch", "open_source", "run_handlers", "validate_trigger_inputs", "watch"]
+
+log = logging.getLogger("pgactions.triggers")
+
+# Retryable failures: paused on, up to this long between tries; with once=True, this many tries.
+MAX_PAUSE_SECONDS = 30.0
+ONCE_RETRIES = 3
 
 EVENT_OPS = ("read", "insert", "update", "delete", "truncate", "notification", "gap")
 
@@ -89,10 +97,26 @@ class Watch:
 
     def batches(self) -> Iterator[Batch]:
         """Batch by batch: the caller delivers a batch's events, then asks for the next, which
-        acknowledges it.  With *once*, ends at the first empty batch (nothing committed now)."""
+        acknowledges it.  With *once*, ends at the first empty batch (nothing committed now).
+
+        A failure that may pass (the server restarting, a dropped connection: retryable codes) is
+        waited out with a growing pause (logged), the position unchanged — a long-running watch
+        outlives a database restart; with *once*, after a few tries the error is raised."""
+        failures = 0
         try:
             while not self.closed:
-                batch = self.source.poll(self.timeout)
+                try:
+                    batch = self.source.poll(self.timeout)
+                except ActionError as exc:
+                    failures += 1
+                    if not exc.retryable or (self.once and failures > ONCE_RETRIES):
+                        raise
+                    pause = min(MAX_PAUSE_SECONDS, 0.25 * 2 ** min(failures, 8))
+                    log.warning("trigger source failed with %s (%s); trying again in %.1f s", exc.code,
+                                exc.payload.get("detail", ""), pause)
+                    time.sleep(pause)
+                    continue
+                failures = 0
                 if batch.events or batch.checkpoint != self.checkpoint:
                     yield batch
                     self.source.ack(batch.checkpoint)

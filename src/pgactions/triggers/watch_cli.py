@@ -73,12 +73,26 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _say_retries() -> None:
+    """A long-running watch says on stderr when it waits out a failure (the server restarting …)."""
+    import logging
+
+    logger = logging.getLogger("pgactions.triggers")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("pgactions: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def watch_command(args: argparse.Namespace, profile: Any, inputs: dict[str, Any]) -> int:
     from pgactions.runtime import Runtime
     from pgactions.triggers import watch
 
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     _stop_on_sigterm()
+    _say_retries()
     out = sys.stdout.buffer
     with Runtime() as runtime, watch(runtime, args.trigger, profile, inputs, checkpoint, once=args.once,
                                      timeout=1.0 if args.once else 5.0) as feed:
