@@ -53,17 +53,29 @@ export function rowsTable(rows, caption) {
     rows.length > MAX_ROWS_SHOWN ? h('p', { class: 'note' }, `First ${MAX_ROWS_SHOWN} of ${rows.length} rows shown; the JSON has them all.`) : null);
 }
 
-/** The rows of an output: rows[], a single row, the first list of objects, else the output itself. */
+/** The rows of an output: rows[], a single row, the first list of objects, else the output itself;
+ * key is the output's field shown (null when the table is the output's own plain values). */
 function tableOf(output) {
-  if (Array.isArray(output.rows)) return { rows: output.rows, caption: null };
-  if (output.row && typeof output.row === 'object') return { rows: [output.row], caption: 'row' };
+  if (Array.isArray(output.rows)) return { rows: output.rows, caption: null, key: 'rows' };
+  if (output.row && typeof output.row === 'object') return { rows: [output.row], caption: 'row', key: 'row' };
   for (const [key, value] of Object.entries(output)) {
     if (Array.isArray(value) && value.length && value.every((v) => v && typeof v === 'object' && !Array.isArray(v))) {
-      return { rows: value, caption: key };
+      return { rows: value, caption: key, key };
     }
   }
   const scalars = Object.fromEntries(Object.entries(output).filter(([, v]) => v === null || typeof v !== 'object'));
-  return { rows: Object.keys(scalars).length ? [scalars] : [], caption: null };
+  return { rows: Object.keys(scalars).length ? [scalars] : [], caption: null, key: null };
+}
+
+/** The output's other plain values beside its table (a function's definition, a table's kind …);
+ * the row count and the inserted id are in the answer's line already. */
+function factsOf(output, shown) {
+  const skip = new Set(['rowCount', 'insertedId', shown]);
+  const facts = Object.entries(output).filter(([k, v]) => !skip.has(k) && (v === null || typeof v !== 'object'));
+  if (!facts.length) return null;
+  return h('dl', { class: 'facts output-facts' }, facts.flatMap(([k, v]) => [h('dt', {}, k),
+    h('dd', { class: ['mono', typeof v === 'string' && v.includes('\n') && 'multiline'], dataset: { fact: k } },
+      v === null ? h('span', { class: 'null' }, 'null') : String(v))]));
 }
 
 const MAX_JSON_SHOWN = 2_000_000; // characters: a 10 MB answer would make the page crawl
@@ -78,8 +90,9 @@ function jsonBlock(text) {
 
 /** Table | JSON switch for one output. */
 function outputView(output, text) {
-  const { rows, caption } = tableOf(output);
-  const table = rows.length ? rowsTable(rows, caption) : h('p', { class: 'note' }, 'No rows.');
+  const { rows, caption, key } = tableOf(output);
+  const table = h('div', { class: 'table-view' }, key === null ? null : factsOf(output, key),
+    rows.length ? rowsTable(rows, caption) : h('p', { class: 'note' }, 'No rows.'));
   const json = jsonBlock(text);
   json.hidden = true;
   const tabs = [['Table', table], ['JSON', json]].map(([name, panel]) => {
