@@ -35,13 +35,13 @@ _ROW_COUNT = re.compile(rb'"rowCount":(\d+)')
 
 def action_routes(service: Service) -> list[Route]:
     async def list_actions(request: Request) -> Response:
-        service.authenticate(request)
+        await service.who(request)
         return json_response([{"id": m.id, "title": m.title, "category": m.category,
                                "description": m.description, "readOnly": m.read_only}
                               for m in load_manifests().values()])
 
     async def describe(request: Request) -> Response:
-        service.authenticate(request)
+        await service.who(request)
         return json_response(get_manifest(request.path_params["action"]).describe())
 
     async def run(request: Request) -> Response:
@@ -96,11 +96,17 @@ def _options(manifest: Manifest, inputs: dict[str, Any], given: Any) -> dict[str
     return options
 
 
-async def _run(service: Service, request: Request) -> Response:
+async def _allowed(service: Service, request: Request) -> tuple[Manifest, ActionRequest, Principal]:
+    """The action the path names, the call's record, and a caller allowed to run it."""
     manifest = get_manifest(request.path_params["action"])
     call = _call(request, manifest.id)
-    principal = call.principal = service.authenticate(request)
+    principal = call.principal = await service.who(request)
     service.check_action(principal, manifest)
+    return manifest, call, principal
+
+
+async def _run(service: Service, request: Request) -> Response:
+    manifest, call, principal = await _allowed(service, request)
     raw = await read_json(request, service.config.body_bytes)
     body = object_body(raw, RUN_FIELDS)
     inputs = body.get("inputs", {})
@@ -181,10 +187,7 @@ async def _once(service: Service, request: Request, principal: Principal, header
 
 
 async def _batch(service: Service, request: Request) -> Response:
-    manifest = get_manifest(request.path_params["action"])
-    call = _call(request, manifest.id)
-    principal = call.principal = service.authenticate(request)
-    service.check_action(principal, manifest)
+    manifest, call, principal = await _allowed(service, request)
     body = object_body(await read_json(request, service.config.body_bytes), BATCH_FIELDS)
     items, mode = body.get("items"), body.get("mode", "independent")
     if not isinstance(items, list):
@@ -204,7 +207,7 @@ async def _batch(service: Service, request: Request) -> Response:
 
 async def _test(service: Service, request: Request) -> Response:
     call = _call(request, "test_connection")
-    principal = call.principal = service.authenticate(request)
+    principal = call.principal = await service.who(request)
     body = object_body(await read_json(request, service.config.body_bytes), frozenset({"connection", "connectionId"}))
 
     def work(_cancel: threading.Event) -> Response:

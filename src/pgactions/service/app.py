@@ -70,7 +70,7 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
         return json_response({"ok": True})
 
     async def metrics_page(request: Request) -> Response:
-        service.authenticate(request)
+        await service.who(request)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def openapi(request: Request) -> Response:

@@ -89,6 +89,18 @@ class Authenticator:
             return self._token(credential)
         return self._key(credential)
 
+    def answers_from_memory(self, authorization: str | None) -> bool:
+        """Whether :meth:`authenticate` can answer without reading the store (no auth, a token, a
+        key looked up within the cache's time): the service calls it in the event loop then, and
+        in a worker thread otherwise (a store read may wait on disk or the network)."""
+        if not self.enabled or not authorization:
+            return True
+        credential = authorization.strip().partition(" ")[2].strip()
+        if not credential or len(credential) > _MAX_TOKEN or credential.count(".") == 2:
+            return True
+        cached = self._cache.get(hash_key(credential))
+        return cached is not None and time.monotonic() - cached[1] < self.cache_seconds
+
     # -- API keys ---------------------------------------------------------------------------------
 
     def _key(self, key_text: str) -> Principal:

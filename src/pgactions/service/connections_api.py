@@ -75,7 +75,7 @@ def connection_routes(service: Service) -> list[Route]:
     async def put(request: Request) -> Response:
         connection_id = request.path_params["id"]
         request.state.call = call = ActionRequest("put_connection", connection_id)
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         _may_manage(principal, connection_id)
         given = await read_json(request, service.config.body_bytes)
         if isinstance(given, str):
@@ -101,7 +101,7 @@ def connection_routes(service: Service) -> list[Route]:
     async def get(request: Request) -> Response:
         connection_id = request.path_params["id"]
         request.state.call = call = ActionRequest("get_connection", connection_id)
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         if not principal.may_use(connection_id):
             raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}")
 
@@ -117,7 +117,7 @@ def connection_routes(service: Service) -> list[Route]:
     async def delete(request: Request) -> Response:
         connection_id = request.path_params["id"]
         request.state.call = call = ActionRequest("delete_connection", connection_id)
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         _may_manage(principal, connection_id)
 
         def work(_cancel: threading.Event) -> Response:
@@ -135,7 +135,7 @@ def connection_routes(service: Service) -> list[Route]:
 
     async def listing(request: Request) -> Response:
         request.state.call = call = ActionRequest("list_connections")
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
 
         def work(_cancel: threading.Event) -> Response:
             ids = [i for i in service.store.list_connections() if principal.may_use(i)]

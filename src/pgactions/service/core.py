@@ -104,7 +104,18 @@ class Service:
 
     # -- who may do what -------------------------------------------------------------------------
     def authenticate(self, request: Request) -> Principal:
+        """Who is calling (blocking: may read the store; use :meth:`who` from a route)."""
         return self.authenticator.authenticate(request.headers.get("authorization"))  # type: ignore[no-any-return]
+
+    async def who(self, request: Request) -> Principal:
+        """Who is calling: answered in the event loop when the authenticator knows without the
+        store, else in a worker thread, so a store read (or a flood of unknown keys) never holds
+        the loop."""
+        header = request.headers.get("authorization")
+        if self.authenticator.answers_from_memory(header):
+            return self.authenticator.authenticate(header)  # type: ignore[no-any-return]
+        return await asyncio.get_running_loop().run_in_executor(  # type: ignore[no-any-return]
+            self._executor, self.authenticator.authenticate, header)
 
     @staticmethod
     def check_action(principal: Principal, manifest: Manifest) -> None:

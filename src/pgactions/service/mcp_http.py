@@ -86,16 +86,16 @@ class _Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         try:
-            state[_STATE] = self._caller(Request(scope))
+            request = Request(scope)
+            state[_STATE] = self._caller(request, await self.service.who(request))
         except ActionError as exc:
             state["code"] = exc.code
             await error_response(exc.payload)(scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)
 
-    def _caller(self, request: Request) -> _Caller:
+    def _caller(self, request: Request, principal: Principal) -> _Caller:
         service = self.service
-        principal = service.authenticate(request)
         connection_id = request.path_params["connectionId"]
         if not principal.may_use(connection_id):
             raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}",

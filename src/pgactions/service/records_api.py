@@ -71,7 +71,7 @@ async def _run(service: Service, request: Request, call: records.RecordCall) -> 
     manifest = get_manifest(call.action_id)
     connection_id = request.path_params["connectionId"]
     state = request.state.call = ActionRequest(call.action_id, connection_id)
-    principal = state.principal = service.authenticate(request)
+    principal = state.principal = await service.who(request)
     service.check_action(principal, manifest)
     if call.read_only and not manifest.read_only:  # never a write from a GET (the server enforces reads)
         raise ActionError("INVALID_INPUT", f"a GET may not run {manifest.id}", extra={"field": "method"})
