@@ -7,6 +7,8 @@
       connections/<id>.json  a profile, each secret encrypted on its own
       keys/<name>.json       an API key's hash and scope
       idempotency/<sha256(key)>.json
+      subscriptions/<id>.json  a trigger subscription, its secret and URL encrypted
+      subscriptions/.<id>.lease  flock()ed by the process running the subscription
 
 Every write is atomic and durable: the new text goes to a temporary file in the same directory,
 is fsynced, replaces the old file with ``os.replace`` and the directory is fsynced — so a process
@@ -38,7 +40,14 @@ from pgactions.service.state import (
     key_to_json,
     valid_id,
 )
-from pgactions.service.store import IdempotencyRecord, KeyRecord
+from pgactions.service.store import (
+    IdempotencyRecord,
+    KeyRecord,
+    SubscriptionRecord,
+    subscription_changes_json,
+    subscription_from_json,
+    subscription_to_json,
+)
 
 __all__ = ["FileStore"]
 
@@ -53,7 +62,8 @@ class FileStore:
         self.root = Path(state_dir)
         self.keyring = keyring
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._dirs = {name: self.root / name for name in ("connections", "keys", "idempotency")}
+        self._dirs = {name: self.root / name for name in ("connections", "keys", "idempotency",
+                                                                  "subscriptions")}
         for directory in self._dirs.values():
             directory.mkdir(exist_ok=True, mode=0o700)
             _remove_stale_temps(directory)
@@ -179,6 +189,64 @@ class FileStore:
                 if document is not None and now - float(document["created"]) >= IDEMPOTENCY_TTL:
                     _remove(directory / f"{name}.json")
 
+    # -- trigger subscriptions ----------------------------------------------------------------------
+
+    def put_subscription(self, record: SubscriptionRecord) -> None:
+        path = self._dirs["subscriptions"] / f"{check_id(record.id, 'subscription id')}.json"
+        with _locked(self._dirs["subscriptions"]):
+            _write_atomic(path, _dump(subscription_to_json(record, self.keyring)))
+
+    def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        if not valid_id(subscription_id):
+            return None
+        document = _read(self._dirs["subscriptions"] / f"{subscription_id}.json")
+        return None if document is None else subscription_from_json(document, self.keyring)
+
+    def list_subscriptions(self) -> list[SubscriptionRecord]:
+        found = []
+        for name in sorted(_names(self._dirs["subscriptions"])):
+            record = self.get_subscription(name)
+            if record is not None:
+                found.append(record)
+        return found
+
+    def delete_subscription(self, subscription_id: str) -> bool:
+        if not valid_id(subscription_id):
+            return False
+        directory = self._dirs["subscriptions"]
+        with _locked(directory):  # never between an update's read and its write
+            gone = _remove(directory / f"{subscription_id}.json")
+        # The lease file stays while its holder may still have it open: ids are never reused, and
+        # the holder stops when it finds the record gone.  Removed by the holder on release.
+        return gone
+
+    def update_subscription(self, subscription_id: str, **changes: Any) -> bool:
+        values = subscription_changes_json(changes)
+        if not valid_id(subscription_id):
+            return False
+        directory = self._dirs["subscriptions"]
+        path = directory / f"{subscription_id}.json"
+        with _locked(directory):
+            document = _read(path)
+            if document is None:
+                return False  # deleted meanwhile: not re-created
+            document.update(values)
+            _write_atomic(path, _dump(document))
+        return True
+
+    def lease_subscription(self, subscription_id: str) -> _FileLease | None:
+        path = self._dirs["subscriptions"] / f".{check_id(subscription_id, 'subscription id')}.lease"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # another process (or another worker of this one) runs it
+        except BaseException:
+            os.close(fd)
+            raise
+        return _FileLease(fd, path, self._dirs["subscriptions"] / f"{subscription_id}.json")
+
     # -- health -----------------------------------------------------------------------------------
 
     def readable(self) -> bool:
@@ -186,6 +254,27 @@ class FileStore:
 
     def close(self) -> None:
         pass  # nothing held open
+
+
+class _FileLease:
+    """An exclusive flock() on the subscription's lease file, held while the descriptor is open:
+    released by :meth:`release` or by the kernel when the process dies (kill -9 included)."""
+
+    def __init__(self, fd: int, path: Path, record: Path) -> None:
+        self._fd: int | None = fd
+        self._path, self._record = path, record
+
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if not self._record.exists():  # the subscription is gone: so is its lease file (nobody can want it)
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
 
 # -- files -----------------------------------------------------------------------------------------

@@ -201,6 +201,12 @@ def openapi_document() -> dict[str, Any]:
         paths.update(records_paths())
     except ImportError:
         pass
+    try:
+        from pgactions.service.subscriptions_api import subscriptions_paths
+
+        paths.update(subscriptions_paths())
+    except ImportError:
+        pass
     return {
         "openapi": "3.1.0",
         "info": {"title": "pgactions", "version": __version__,

@@ -1,7 +1,8 @@
 """A state store in PostgreSQL, shared by many ``serve`` processes on many hosts (``--state-url``).
 
 Schema ``pgactions_state``: ``connections`` (profiles, secrets encrypted with the service's key, as
-in the file store), ``api_keys`` (hashes only), ``idempotency`` and ``schema_version``.  The schema
+in the file store), ``api_keys`` (hashes only), ``idempotency``, ``subscriptions`` (trigger
+subscriptions, secret and URL encrypted) and ``schema_version``.  The schema
 is created and migrated when a store opens, under a transaction-scoped advisory lock, so processes
 starting together migrate it once.  Nothing is cached: a key revoked through one process is refused
 by every other on its next request.
@@ -9,8 +10,10 @@ by every other on its next request.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -29,13 +32,22 @@ from pgactions.service.state import (
     key_to_json,
     valid_id,
 )
-from pgactions.service.store import IdempotencyRecord, KeyRecord
+from pgactions.service.store import (
+    IdempotencyRecord,
+    KeyRecord,
+    SubscriptionRecord,
+    subscription_changes_json,
+    subscription_from_json,
+    subscription_to_json,
+)
 
 __all__ = ["SCHEMA", "PostgresStore"]
 
 SCHEMA = "pgactions_state"
 _LOCK_ID = 0x70676163_74737461  # pg_advisory_xact_lock key for migrations ("pgactsta")
 _SWEEP_EVERY = 3600.0
+# A lease session still answering is a lease still held; it is asked at most this often.
+_LEASE_CHECK_SECONDS = 2.0
 T = TypeVar("T")
 
 # Append only: each entry moves the schema one version up; never edit a released one.  {s} is the schema.
@@ -58,6 +70,15 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# Tables added later, created when missing by every start (under the migration lock).  Additive
+# only: a table here is never changed; a change to one needs a numbered migration above.
+_ADDED_TABLES: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS {s}.subscriptions (
+        id text PRIMARY KEY,
+        record jsonb NOT NULL,
+        created timestamptz NOT NULL DEFAULT now())""",
+)
+
 
 class PostgresStore:
     """A :class:`~pgactions.service.store.StateStore` in a PostgreSQL schema.
@@ -74,6 +95,7 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._last_sweep = 0.0
+        self._leases = _LeaseSession(url)
         self._run(self._migrate)
 
     def __repr__(self) -> str:  # never the URL: it may hold a password
@@ -117,6 +139,8 @@ class PostgresStore:
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(self._q(statement))
             conn.execute(self._q("INSERT INTO {s}.schema_version (version) VALUES (%s)"), [version])
+        for statement in _ADDED_TABLES:
+            conn.execute(self._q(statement))
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -226,6 +250,43 @@ class PostgresStore:
         query = self._q("DELETE FROM {s}.idempotency WHERE created <= %s")
         self._run(lambda c: c.execute(query, [now - IDEMPOTENCY_TTL]))
 
+    # -- trigger subscriptions ----------------------------------------------------------------------
+
+    def put_subscription(self, record: SubscriptionRecord) -> None:
+        args = [check_id(record.id, "subscription id"), Jsonb(subscription_to_json(record, self.keyring))]
+        query = self._q("INSERT INTO {s}.subscriptions (id, record) VALUES (%s, %s) "
+                        "ON CONFLICT (id) DO UPDATE SET record = excluded.record")
+        self._run(lambda c: c.execute(query, args))
+
+    def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        if not valid_id(subscription_id):
+            return None
+        query = self._q("SELECT record FROM {s}.subscriptions WHERE id = %s")
+        row = self._run(lambda c: c.execute(query, [subscription_id]).fetchone())
+        return None if row is None else subscription_from_json(row[0], self.keyring)
+
+    def list_subscriptions(self) -> list[SubscriptionRecord]:
+        query = self._q("SELECT record FROM {s}.subscriptions ORDER BY id")
+        return [subscription_from_json(r[0], self.keyring) for r in self._run(lambda c: c.execute(query).fetchall())]
+
+    def delete_subscription(self, subscription_id: str) -> bool:
+        if not valid_id(subscription_id):
+            return False
+        query = self._q("DELETE FROM {s}.subscriptions WHERE id = %s")
+        return self._run(lambda c: c.execute(query, [subscription_id]).rowcount) > 0
+
+    def update_subscription(self, subscription_id: str, **changes: Any) -> bool:
+        values = subscription_changes_json(changes)
+        if not valid_id(subscription_id):
+            return False
+        query = self._q("UPDATE {s}.subscriptions SET record = record || %s WHERE id = %s")
+        return self._run(lambda c: c.execute(query, [Jsonb(values), subscription_id]).rowcount) > 0
+
+    def lease_subscription(self, subscription_id: str) -> _Lease | None:
+        digest = hashlib.sha256(f"{self.schema}\0subscription\0{check_id(subscription_id, 'subscription id')}"
+                                .encode()).digest()
+        return self._leases.try_lock(int.from_bytes(digest[:8], "big", signed=True))
+
     # -- health -----------------------------------------------------------------------------------
 
     def readable(self) -> bool:
@@ -240,3 +301,93 @@ class PostgresStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self._leases.close()
+
+
+class _LeaseSession:
+    """Subscription leases: session-level advisory locks on one connection of their own (opened at
+    the first lease).  A process that dies loses its session, so its locks, and other processes
+    take its subscriptions over; a broken session ends every lease it held (a new one is opened
+    for the next).  Server-side TCP keepalives make a host that vanished without closing its
+    socket lose its session within about a minute."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._generation = 0
+        self._checked = 0.0
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._generation += 1
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10,
+                                         application_name="pgactions-leases")
+            for setting in ("tcp_keepalives_idle = 30", "tcp_keepalives_interval = 10",
+                            "tcp_keepalives_count = 3", "idle_session_timeout = 0"):
+                try:
+                    self._conn.execute(f"SET {setting}")
+                except psycopg.Error:  # an older server, or a Unix socket: keep the defaults
+                    pass
+            self._checked = time.monotonic()
+        return self._conn
+
+    def _lost(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+    def try_lock(self, key: int) -> _Lease | None:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    row = self._connection().execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                    break
+                except psycopg.OperationalError:
+                    self._lost()  # every lease of that session is gone with it
+                    if attempt == 2:
+                        raise
+            return _Lease(self, key, self._generation) if row and row[0] else None
+
+    def alive(self, generation: int) -> bool:
+        with self._lock:
+            if generation != self._generation or self._conn is None or self._conn.closed:
+                return False
+            if time.monotonic() - self._checked >= _LEASE_CHECK_SECONDS:
+                try:
+                    self._conn.execute("SELECT 1")
+                except psycopg.Error:
+                    self._lost()
+                    return False
+                self._checked = time.monotonic()
+            return True
+
+    def unlock(self, key: int, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation or self._conn is None or self._conn.closed:
+                return  # that session is gone, and its locks with it
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except psycopg.Error:
+                self._lost()
+
+    def close(self) -> None:
+        with self._lock:
+            self._lost()
+
+
+class _Lease:
+    def __init__(self, session: _LeaseSession, key: int, generation: int) -> None:
+        self._session, self._key, self._generation = session, key, generation
+        self._released = False
+
+    def held(self) -> bool:
+        return not self._released and self._session.alive(self._generation)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._session.unlock(self._key, self._generation)

@@ -1,4 +1,4 @@
-"""The state store: stored connections, API keys and idempotency records.
+"""The state store: stored connections, API keys, idempotency records and trigger subscriptions.
 
 An interface, so a host can plug its own.  Two come with the service: :class:`FileStore` (one file
 per record in a state directory; the default, so two commands start everything) and
@@ -9,10 +9,15 @@ only as hashes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["IdempotencyRecord", "KeyRecord", "StateStore"]
+if TYPE_CHECKING:
+    from pgactions.service.crypto import Keyring
+
+__all__ = ["SUBSCRIPTION_STATE_FIELDS", "IdempotencyRecord", "KeyRecord", "StateStore", "SubscriptionLease",
+           "SubscriptionRecord", "subscription_changes_json", "subscription_from_json", "subscription_to_json"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,75 @@ class IdempotencyRecord:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    """A trigger subscription (``POST /v1/subscriptions``): the trigger's events POSTed to *url*.
+
+    *secret* (the HMAC key of the signatures) and *url* are in clear here; a store keeps them
+    encrypted.  The state fields (:data:`SUBSCRIPTION_STATE_FIELDS`) are written by the one
+    process holding the subscription's lease, with :meth:`StateStore.update_subscription`."""
+
+    id: str
+    trigger: str
+    connection_id: str
+    inputs: dict[str, Any]
+    url: str
+    secret: str
+    created: float  # Unix time
+    owner: str | None = None  # who made it (a key name or token subject), for the record
+    status: str = "starting"  # starting, active, retrying, failing
+    last_delivery: float | None = None  # Unix time of the last 2xx
+    last_error: str | None = None
+    checkpoint: dict[str, Any] | None = None  # after the last batch the receiver accepted
+    delivered: int = 0  # events accepted by the receiver so far
+
+
+# What update_subscription may change (the rest is fixed when the subscription is made).
+SUBSCRIPTION_STATE_FIELDS = frozenset({"status", "last_delivery", "last_error", "checkpoint", "delivered"})
+
+
+def subscription_to_json(record: SubscriptionRecord, keyring: Keyring) -> dict[str, Any]:
+    """The record as stored: the secret and the URL (it may carry a token) encrypted."""
+    return {"id": record.id, "trigger": record.trigger, "connectionId": record.connection_id,
+            "inputs": record.inputs, "url": keyring.encrypt(record.url), "secret": keyring.encrypt(record.secret),
+            "created": record.created, "owner": record.owner, **subscription_state_json(record)}
+
+
+def subscription_state_json(record: SubscriptionRecord) -> dict[str, Any]:
+    return {"status": record.status, "lastDelivery": record.last_delivery, "lastError": record.last_error,
+            "checkpoint": record.checkpoint, "delivered": record.delivered}
+
+
+_STATE_KEYS = {"status": "status", "last_delivery": "lastDelivery", "last_error": "lastError",
+               "checkpoint": "checkpoint", "delivered": "delivered"}
+
+
+def subscription_changes_json(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """update_subscription's keyword arguments as the stored JSON's keys (only state fields)."""
+    unknown = sorted(set(changes) - SUBSCRIPTION_STATE_FIELDS)
+    if unknown:
+        raise ValueError(f"update_subscription may not change {', '.join(unknown)}")
+    return {_STATE_KEYS[name]: value for name, value in changes.items()}
+
+
+def subscription_from_json(data: Mapping[str, Any], keyring: Keyring) -> SubscriptionRecord:
+    return SubscriptionRecord(
+        id=data["id"], trigger=data["trigger"], connection_id=data["connectionId"], inputs=dict(data["inputs"]),
+        url=keyring.decrypt(data["url"]), secret=keyring.decrypt(data["secret"]), created=float(data["created"]),
+        owner=data.get("owner"), status=str(data.get("status") or "starting"),
+        last_delivery=None if data.get("lastDelivery") is None else float(data["lastDelivery"]),
+        last_error=data.get("lastError"), checkpoint=data.get("checkpoint"), delivered=int(data.get("delivered") or 0))
+
+
+class SubscriptionLease(Protocol):
+    """The right to run one subscription: held by one process at a time, across every process
+    sharing the store.  A holder that dies loses it (its lock goes with its file descriptor or its
+    database session), so another process takes the subscription over."""
+
+    def held(self) -> bool: ...  # still ours (False: stop delivering, another process may have it)
+    def release(self) -> None: ...
+
+
 class StateStore(Protocol):
     # -- connections: profile dicts in, profile dicts out (secrets decrypted); at rest encrypted
     def put_connection(self, connection_id: str, profile: dict[str, Any]) -> None: ...
@@ -61,6 +135,17 @@ class StateStore(Protocol):
     def claim_idempotency(self, key: str, body_hash: str, now: float) -> IdempotencyRecord | None: ...
     def finish_idempotency(self, key: str, status: int, response: bytes, headers: dict[str, str]) -> None: ...
     def release_idempotency(self, key: str) -> None: ...  # the request could not run: forget the claim
+
+    # -- trigger subscriptions: the secret and URL encrypted at rest.  update_subscription changes
+    # only SUBSCRIPTION_STATE_FIELDS and returns False when the subscription is gone (deleted
+    # meanwhile: it is never re-created by a late update).  lease_subscription returns None when
+    # another process holds the lease.
+    def put_subscription(self, record: SubscriptionRecord) -> None: ...
+    def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None: ...
+    def list_subscriptions(self) -> list[SubscriptionRecord]: ...
+    def delete_subscription(self, subscription_id: str) -> bool: ...
+    def update_subscription(self, subscription_id: str, **changes: Any) -> bool: ...
+    def lease_subscription(self, subscription_id: str) -> SubscriptionLease | None: ...
 
     def readable(self) -> bool: ...  # /readyz
     def close(self) -> None: ...
