@@ -415,3 +415,26 @@ def test_postgres_store_subscriptions_and_leases(pg: TestServer) -> None:
         two.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_notifications_then_sigterm_leaves_no_session(tmp_path: Path, db: TestDB, pg: TestServer,
+                                                      receiver: Receiver) -> None:
+    """A LISTEN subscription delivers NOTIFYs; SIGTERM ends its thread promptly and closes its session."""
+    channel = f"hooks_{db.schema}"
+    with serve(tmp_path / "state", "--no-auth") as served:
+        _table(db, served, pg)
+        made = served.post("/v1/subscriptions", {"trigger": "notification", "connectionId": db.schema,
+                                                 "url": receiver.url, "secret": SECRET,
+                                                 "inputs": {"channel": channel}})
+        assert made.status_code == 201, made.text
+
+        def listening() -> bool:
+            return bool(db.sql("SELECT 1 FROM pg_stat_activity WHERE query = %s", [f'LISTEN "{channel}"']))
+
+        receiver.wait(listening)
+        db.sql(f"NOTIFY \"{channel}\", 'hello'")
+        receiver.wait(lambda: any(e.get("payload") == "hello" for b in receiver.bodies() for e in b["events"]))
+        started = time.monotonic()
+        assert served.stop() == -15
+        assert time.monotonic() - started < 10
+    assert not listening()
