@@ -438,3 +438,22 @@ def test_notifications_then_sigterm_leaves_no_session(tmp_path: Path, db: TestDB
         assert served.stop() == -15
         assert time.monotonic() - started < 10
     assert not listening()
+
+
+def test_two_services_on_one_state_run_each_subscription_once(tmp_path: Path, db: TestDB, pg: TestServer,
+                                                               receiver: Receiver) -> None:
+    """Two processes share the state: the lease lets one deliver; killed, the other takes over."""
+    state = tmp_path / "state"
+    with serve(state, "--no-auth") as first, serve(state, "--no-auth") as second:
+        _table(db, first, pg, rows=10)
+        made = _subscribe(first, db, receiver.url, batchSize=3)
+        receiver.wait(lambda: receiver.ok_ids() == list(range(1, 11)))
+        time.sleep(2.5)  # both processes have looked for subscriptions since
+        _insert(db, 11, 20)
+        receiver.wait(lambda: receiver.ok_ids() == list(range(1, 21)))
+        assert len({h["x-pgactions-delivery"] for h, _ in receiver.requests}) == len(receiver.requests)
+        first.process.kill()
+        first.process.wait()
+        _insert(db, 21, 30)
+        receiver.wait(lambda: set(receiver.ok_ids()) == set(range(1, 31)))
+        assert second.get(f"/v1/subscriptions/{made['id']}").json()["status"] == "active"
