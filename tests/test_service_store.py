@@ -430,3 +430,20 @@ def test_sealed_fields_match_the_profiles_secret_fields() -> None:
 
     assert SECRET_FIELDS == profiles.SECRET_FIELDS
     assert SECRET_OPTIONS == profiles._SECRET_OPTIONS
+
+
+def test_rotation_reencrypts_subscriptions_too(store: Any, secret_key: str) -> None:
+    from pgactions.service.store import SubscriptionRecord
+
+    record = SubscriptionRecord(id="sub1", trigger="new_rows", connection_id="main",
+                                inputs={"table": "t", "orderBy": "id"}, url="https://hooks.example.com/x?token=t0ken",
+                                secret="webhook-secret-value", created=1.0)
+    store.put_subscription(record)
+    new_key = new_secret_key()
+    rotated = _reopen(store, Keyring(new_key, [secret_key]))
+    assert reencrypt_all(rotated) == 1
+    only_new = _reopen(store, Keyring(new_key))
+    again = only_new.get_subscription("sub1")
+    assert again is not None and again.secret == "webhook-secret-value" and again.url.endswith("t0ken")
+    for opened in (rotated, only_new):
+        opened.close()

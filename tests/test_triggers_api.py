@@ -109,3 +109,25 @@ def test_checkpoint_file_is_replaced_whole(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(ActionError):
         read_checkpoint(str(path))
+
+
+def test_checkpoints_stay_small_and_the_callers_copy_untouched(runtime: Runtime, db: TestDB) -> None:
+    import copy
+
+    db.sql("CREATE TABLE ticks (id serial PRIMARY KEY)")
+    inputs = {"table": "ticks", "orderBy": "id", "startFrom": "beginning", "lookBackSeconds": 0}
+    from pgactions.triggers import open_source
+
+    source = open_source(runtime, "new_rows", db.profile, inputs)
+    checkpoint = None
+    for _ in range(30):
+        db.sql("INSERT INTO ticks DEFAULT VALUES")
+        checkpoint = source.poll(0).checkpoint
+    source.close()
+    assert checkpoint is not None and len(checkpoint["marks"]) <= 2  # no look-back: nothing to keep
+    kept = copy.deepcopy(checkpoint)
+    again = open_source(runtime, "new_rows", db.profile, dict(inputs, lookBackSeconds=5), checkpoint)
+    db.sql("INSERT INTO ticks DEFAULT VALUES")
+    again.poll(0)
+    again.close()
+    assert checkpoint == kept  # the stored checkpoint is not changed behind the caller's back

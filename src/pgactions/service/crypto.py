@@ -206,9 +206,9 @@ def profile_needs_reencrypt(keyring: Keyring, stored: Mapping[str, Any]) -> bool
 
 
 def reencrypt_all(store: Any) -> int:
-    """Re-encrypt every stored connection with the current key (after a rotation); returns how many
-    were rewritten.  *store*: a StateStore (reading decrypts with any key of the ring, writing
-    encrypts with the current one)."""
+    """Re-encrypt every stored connection and subscription with the current key (after a
+    rotation); returns how many records were rewritten.  *store*: a StateStore (reading decrypts
+    with any key of the ring, writing encrypts with the current one)."""
     count = 0
     needs = getattr(store, "connection_needs_reencrypt", None)  # a host's own store may not have it
     for connection_id in store.list_connections():
@@ -217,6 +217,12 @@ def reencrypt_all(store: Any) -> int:
             if profile is not None:
                 store.put_connection(connection_id, profile)
                 count += 1
+    for listed in getattr(store, "list_subscriptions", lambda: [])():
+        # Read again right before writing: a running subscription moves its checkpoint meanwhile.
+        record = store.get_subscription(listed.id)
+        if record is not None:
+            store.put_subscription(record)
+            count += 1
     return count
 
 

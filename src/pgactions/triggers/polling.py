@@ -236,8 +236,9 @@ class PollingSource:
             raise _invalid("checkpoint", f"it belongs to {theirs[0]} on {theirs[1]} by {theirs[2]}, not "
                                          f"{mine[0]} on {mine[1]} by {mine[2]}")
         state = dict(checkpoint)
-        state.setdefault("marks", [])
-        state.setdefault("seen", [])
+        # Copies: the source changes its lists, and the caller's checkpoint must stay as it was.
+        state["marks"] = [list(m) for m in state.get("marks") or []]
+        state["seen"] = [list(p) for p in state.get("seen") or []]
         state.setdefault("floor", None)
         state.setdefault("since", None)
         state["started"] = bool(state["marks"]) or state.get("position") is not None  # else startFrom applies
@@ -380,6 +381,9 @@ class PollingSource:
 
     def _add_mark(self, at: float, position: Position | None) -> None:
         marks = self._state["marks"]
+        if self.look_back <= 0:  # no look-back: only the latest mark matters (the source has started)
+            marks[:] = [[at, position]]
+            return
         spacing = self.look_back / _MARKS_PER_WINDOW
         if not marks or at - marks[-1][0] >= spacing:
             marks.append([at, position])
