@@ -373,6 +373,9 @@ def bench_inprocess(profile: dict[str, Any], query: Query, seconds: float, threa
 # Where a sample lands: the first rule, in this order, that one of its frames matches.  Samples of
 # idle threads (anyio workers waiting for work, the event loop in epoll) are left out.
 IDLE = ("Queue.get (queue.py", "EpollSelector.select")
+# ... and threads whose innermost Python frame waits in C: the executor's idle workers (SimpleQueue.get)
+# and the access log's listener thread waiting for a record.
+IDLE_LEAF = ("_worker (concurrent/futures/thread.py", "QueueListener.dequeue (")
 CATEGORIES = [
     ("JSON parsing of the request (read_json, loads_exact)", ("loads_exact", "read_json")),
     ("body validation (object_body, options, context)", ("object_body", "_options (", "_context (")),
@@ -414,7 +417,7 @@ def summarise_profile(path: Path) -> list[tuple[str, float]]:
         if not n.isdigit():
             continue
         frames = stack.split(";")
-        if any(idle in frame for idle in IDLE for frame in frames[-3:]):
+        if any(idle in frame for idle in IDLE for frame in frames[-3:]) or frames[-1].startswith(IDLE_LEAF):
             continue
         total += int(n)
         label = next((name for name, keys in CATEGORIES if any(k in frame for frame in frames for k in keys)),
