@@ -13,6 +13,8 @@ code, rows and duration — never the inputs' values.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -80,8 +82,55 @@ class _PoolCollector:
         yield family
 
 
+class AccessLog:
+    """The access log's lines, written to *stream* by a thread of its own: a request only puts its
+    line (bytes) on a queue — no LogRecord, no formatting, no write on the request's path."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._write, name="pgactions-access-log", daemon=True)
+        self.thread.start()
+
+    def put(self, record: dict[str, Any]) -> None:
+        self.lines.put(orjson.dumps(record) + b"\n")
+
+    def _write(self) -> None:
+        while True:
+            line = self.lines.get()
+            batch = [line]
+            while not self.lines.empty() and len(batch) < 256:  # whatever else is waiting, in one write
+                batch.append(self.lines.get())
+            done = None in batch
+            try:
+                self.stream.write(b"".join(b for b in batch if b is not None))
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed: the lines have nowhere to go
+                pass
+            if done:
+                return
+
+    def close(self) -> None:
+        self.lines.put(None)
+        self.thread.join(timeout=5)
+
+
+_ACCESS: AccessLog | None = None
+
+
+def start_access_log(stream: Any) -> AccessLog:
+    """Send the access log to *stream* (``pgactions serve``: stderr); without it, lines go to the
+    ``pgactions.access`` logger, for a host embedding the app."""
+    global _ACCESS
+    if _ACCESS is None:
+        _ACCESS = AccessLog(stream)
+    return _ACCESS
+
+
 def log_request(record: dict[str, Any]) -> None:
-    if access_log.isEnabledFor(logging.INFO):
+    if _ACCESS is not None:
+        _ACCESS.put(record)
+    elif access_log.isEnabledFor(logging.INFO):
         access_log.info(orjson.dumps(record).decode())
 
 

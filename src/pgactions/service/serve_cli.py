@@ -178,10 +178,10 @@ class _JsonLines(logging.Formatter):
 
 def _setup_logging(verbose: bool) -> None:
     """JSON lines on stderr: the access log (one line per request, written by a thread of its own
-    so a slow stderr never holds a request) and warnings."""
+    so a slow stderr never holds a request: metrics.AccessLog) and warnings."""
     import atexit
-    import queue
-    from logging.handlers import QueueHandler, QueueListener
+
+    from pgactions.service.metrics import start_access_log
 
     root = logging.getLogger("pgactions")
     if any(isinstance(h.formatter, _JsonLines) for h in root.handlers):
@@ -191,11 +191,5 @@ def _setup_logging(verbose: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     root.propagate = False
-    access = logging.getLogger("pgactions.access")
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    access.addHandler(QueueHandler(lines))
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    listener = QueueListener(lines, handler)
-    listener.start()
-    atexit.register(listener.stop)
+    access = start_access_log(sys.stderr.buffer)
+    atexit.register(access.close)
