@@ -21,12 +21,22 @@ from pgactions.db.output import FileSink
 # memory would show, whatever the machine's load).
 _WRAPPER = """
 import json, resource, sys, tracemalloc
+
+def peak_mb():  # VmHWM: this process's own peak (ru_maxrss keeps the parent's at fork, across exec)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 tracemalloc.start()
 from pgactions.cli import main
 code = main(sys.argv[2:])
 sys.stdout.flush()
 with open(sys.argv[1], "w") as report:
-    json.dump({"exit": code, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    json.dump({"exit": code, "max_rss_mb": peak_mb(),
                "py_peak_mb": tracemalloc.get_traced_memory()[1] / 1024 / 1024}, report)
 sys.exit(code)
 """

@@ -23,6 +23,18 @@ from pgactions.db.output import SPILL_BYTES, FileSink, Output, OutputBudget, Row
 
 _CHILD = """
 import json, resource, sys, tracemalloc
+
+def peak_mb():
+    # VmHWM is this process's own peak; ru_maxrss also counts the parent's memory at fork time,
+    # which a large test process would pass on (Linux keeps it across exec).
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 if "--trace" in sys.argv:
     tracemalloc.start()
 from pgactions import ActionError, Limits, Runtime
@@ -30,10 +42,10 @@ args = json.loads(sys.argv[1])
 with Runtime(Limits(max_result_bytes=args["cap"])) as rt:
     try:
         out = rt.run(args["action"], args["profile"], args["inputs"])
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_mb()
         result = {"ok": True, "bytes": len(out.json), "tail": out.json[-60:].decode()}
     except ActionError as exc:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_mb()
         result = {"ok": False, "code": exc.code}
 result["max_rss_mb"] = peak
 if tracemalloc.is_tracing():
