@@ -88,14 +88,19 @@ def _say_retries() -> None:
 
 def watch_command(args: argparse.Namespace, profile: Any, inputs: dict[str, Any]) -> int:
     from pgactions.runtime import Runtime
+    from pgactions.spec.manifests import get_trigger
     from pgactions.triggers import watch
 
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     _stop_on_sigterm()
     _say_retries()
     out = sys.stdout.buffer
+    # --once: a polling trigger polls once (no wait); a stream (CDC, notifications) listens a
+    # moment for what is committed now.
+    polling = get_trigger(args.trigger).source == "polling"
+    wait = (0.0 if polling else 1.0) if args.once else 5.0
     with Runtime() as runtime, watch(runtime, args.trigger, profile, inputs, checkpoint, once=args.once,
-                                     timeout=1.0 if args.once else 5.0) as feed:
+                                     timeout=wait) as feed:
         for batch in feed.batches():
             if batch.events:
                 out.write(b"".join(orjson.dumps(event) + b"\n" for event in batch.events))
