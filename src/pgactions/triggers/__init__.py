@@ -87,9 +87,12 @@ class Watch:
     the server) when the consumer asks for the event after its last one, that is once it has
     taken them all; :attr:`checkpoint` then covers everything handed out."""
 
-    def __init__(self, source: TriggerSource, checkpoint: dict[str, Any] | None, *, once: bool = False,
-                 timeout: float = 5.0) -> None:
+    def __init__(self, source: TriggerSource | None, checkpoint: dict[str, Any] | None, *, once: bool = False,
+                 timeout: float = 5.0, opener: Callable[[dict[str, Any] | None], TriggerSource] | None = None) -> None:
+        """*source* None: opened by *opener* on the first batch (the database was not reachable
+        when the watch began: it is waited out like any retryable failure)."""
         self.source, self.checkpoint, self.once, self.timeout = source, checkpoint, once, timeout
+        self.opener = opener
         self.closed = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -106,6 +109,9 @@ class Watch:
         try:
             while not self.closed:
                 try:
+                    if self.source is None:
+                        assert self.opener is not None
+                        self.source = self.opener(self.checkpoint)
                     batch = self.source.poll(self.timeout)
                 except ActionError as exc:
                     failures += 1
@@ -137,7 +143,8 @@ class Watch:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.source.close()
+            if self.source is not None:
+                self.source.close()
 
     def __enter__(self) -> Watch:
         return self
@@ -151,8 +158,17 @@ def watch(runtime: Runtime, trigger_id: str, connection: str | dict[str, Any] | 
           timeout: float = 5.0) -> Watch:
     """The trigger's events, from *checkpoint* on.  *once*: stop when nothing more is committed now
     (a polling trigger: after one poll that found nothing new)."""
-    return Watch(open_source(runtime, trigger_id, connection, inputs, checkpoint), checkpoint, once=once,
-                 timeout=timeout)
+    def opener(position: dict[str, Any] | None) -> TriggerSource:
+        return open_source(runtime, trigger_id, connection, inputs, position)
+
+    try:
+        source: TriggerSource | None = opener(checkpoint)
+    except ActionError as exc:
+        if once or not exc.retryable:
+            raise  # bad inputs, a missing table …: said at once
+        log.warning("trigger source could not start (%s); trying again", exc.code)
+        source = None  # the database is not reachable yet: waited out by the watch
+    return Watch(source, checkpoint, once=once, timeout=timeout, opener=opener)
 
 
 def run_handlers(runtime: Runtime, trigger_id: str, connection: str | dict[str, Any] | ConnectionProfile,
