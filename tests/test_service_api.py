@@ -334,3 +334,24 @@ def test_pinned_values_reach_row_level_security(closed_service: Served, db: Test
                                                               "inputs": {"table": "docs"}}, key=key)
     assert found.status_code == 200, found.text
     assert sorted(r["id"] for r in found.json()["rows"]) == [1, 3]
+
+
+def test_a_kept_secret_only_goes_where_it_went(open_service: Served, table: TestDB, pg: TestServer) -> None:
+    """Saving a profile back with the mask keeps the password — but not when the host, port, user,
+    TLS settings or libpq options change: the stored password would go to a server of the caller's."""
+    profile = {"host": pg.host, "port": pg.port, "database": "pgactions_test", "username": "app",
+               "password": APP_PASSWORD, "sslMode": "disable", "schema": table.schema}
+    assert open_service.client.put("/v1/connections/keep", json=profile).status_code == 201
+    shown = open_service.get("/v1/connections/keep").json()["connection"]
+    for change in ({"host": "127.0.0.2"}, {"port": 1}, {"username": "postgres"}, {"sslMode": "allow"},
+                   {"extraOptions": {"hostaddr": "127.0.0.2"}}):
+        moved = open_service.client.put("/v1/connections/keep", json={**shown, **change})
+        assert moved.status_code == 422, (change, moved.text)
+        assert moved.json()["error"]["code"] == "INVALID_CONNECTION" and moved.json()["error"]["field"] == "password"
+    harmless = open_service.client.put("/v1/connections/keep", json={**shown, "applicationName": "flows"})
+    assert harmless.status_code == 200
+    assert open_service.post("/v1/actions/query_rows:run",
+                             {"connectionId": "keep", "inputs": {"query": "SELECT 1 AS one"}}).status_code == 200
+    resent = open_service.client.put("/v1/connections/keep", json={**shown, "port": pg.port, "password": APP_PASSWORD,
+                                                                   "host": "localhost"})
+    assert resent.status_code == 200  # with the password sent again, the destination may change

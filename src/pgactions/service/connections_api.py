@@ -55,9 +55,18 @@ def _masked_url(url: str) -> str:
         return MASK
 
 
+# What decides where a connection goes and how it is protected: a stored secret is kept (the mask
+# sent back) only while these stay as they were — else a caller could point the stored password at
+# a server of its own and read it there (secrets are write-only).
+DESTINATION_FIELDS = ("url", "host", "port", "database", "username", "sslMode", "sslRootCert", "sslCert",
+                      "extraOptions")
+
+
 def _keep_masked(given: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    """A secret sent back as the mask keeps the stored value (or is dropped when none is stored)."""
+    """A secret sent back as the mask keeps the stored value, as long as the connection still goes
+    where it went; otherwise the real value must be sent again."""
     merged = dict(given)
+    kept = []
     for name in (*SECRET_FIELDS, "url"):
         if merged.get(name) == MASK or (name == "url" and isinstance(merged.get("url"), str)
                                          and MASK in merged["url"]):
@@ -68,6 +77,14 @@ def _keep_masked(given: dict[str, Any], stored: dict[str, Any] | None) -> dict[s
             else:
                 raise ActionError("INVALID_CONNECTION", f"{name} holds the mask {MASK!r} but no secret is stored "
                                                         "to keep; send the real value", extra={"field": name})
+            kept.append(name)
+    if kept and stored is not None:
+        before, after = masked(stored), masked(merged)
+        moved = [f for f in DESTINATION_FIELDS if before.get(f) != after.get(f)]
+        if moved:
+            raise ActionError("INVALID_CONNECTION", f"{moved[0]} changes where the connection goes: send "
+                                                    f"{kept[0]} again (a kept secret only goes where it went)",
+                              extra={"field": kept[0]})
     return merged
 
 
