@@ -355,3 +355,34 @@ def test_a_kept_secret_only_goes_where_it_went(open_service: Served, table: Test
     resent = open_service.client.put("/v1/connections/keep", json={**shown, "port": pg.port, "password": APP_PASSWORD,
                                                                    "host": "localhost"})
     assert resent.status_code == 200  # with the password sent again, the destination may change
+
+
+def test_review_findings_stay_fixed(closed_service: Served, open_service: Served, table: TestDB) -> None:
+    """From the security review: each was a reproduced attack."""
+    pinned = closed_service.create_key("pinned-review", "--context", '{"tenant": "acme"}')
+    # a pinned key may not run call_function (query_to_xml runs any SQL, set_config included)
+    sneaky = closed_service.post("/v1/actions/call_function:run", {"connection": table.profile, "inputs": {
+        "name": "query_to_xml", "schema": "pg_catalog",
+        "arguments": ["select set_config('pgactions.auth', '{}', true)", True, False, ""]}}, key=pinned)
+    assert sneaky.status_code == 403
+    # nor save or delete stored connections (every caller uses them)
+    moved = closed_service.client.put("/v1/connections/any", json={"host": "127.0.0.1"},
+                                      headers=closed_service.headers(pinned))
+    assert moved.status_code == 403
+    # a batch item's own context cannot replace the pinned auth values
+    items = [{"inputs": {"table": "items", "columns": {"id": 80, "name": "{{ auth.tenant }}"}},
+              "context": {"auth": {"tenant": "other"}}}]
+    done = closed_service.post("/v1/actions/insert_row:batch", {"connection": table.profile, "items": items}, key=pinned)
+    assert done.status_code == 200, done.text
+    assert table.sql("SELECT name FROM items WHERE id = 80") == [("acme",)]
+    # hostile numbers are 422, never 500
+    huge = 10 ** 40
+    for body in ({"connection": {"host": "127.0.0.1", "port": huge}, "inputs": {"query": "SELECT 1"}},
+                 {"connection": table.profile, "inputs": {"query": "SELECT 1"}, "options": {"timeout": huge}}):
+        assert open_service.post("/v1/actions/query_rows:run", body).status_code == 422
+    replayed = open_service.post("/v1/actions/insert_row:run", {"connection": table.profile, "inputs": {
+        "table": "items", "columns": {"id": 81, "name": "n", "price": huge}}}, Idempotency_Key="big-number")
+    assert replayed.status_code < 500, replayed.text
+    # the records API answers 401 before reading a body
+    assert closed_service.client.post("/v1/db/x/tables/t", json=[{"a": 1}]).status_code == 401
+    assert closed_service.client.post("/v1/db/x/rpc/f", json={}).status_code == 401

@@ -86,3 +86,11 @@ def test_context_claims_are_pinned(authenticator: dict[str, Any], tmp_path: Path
         found = served.post("/v1/actions/find_rows:run", {"connection": profile, "inputs": {
             "table": "notes", "where": [{"column": "id", "operator": "eq", "value": 20}]}}, key=bearer)
         assert found.json()["rows"][0]["body"] == "acme"
+
+
+def test_tokens_may_not_change_stored_connections(jwt_service: Served, authenticator: dict[str, Any]) -> None:  # noqa: F811
+    bearer = token({"role": authenticator["alice"]})
+    put = jwt_service.client.put("/v1/connections/shared", json={"host": "127.0.0.1"},
+                                 headers=jwt_service.headers(bearer))
+    assert put.status_code == 403 and put.json()["error"]["code"] == "FORBIDDEN"
+    assert jwt_service.client.delete("/v1/connections/shared", headers=jwt_service.headers(bearer)).status_code == 403

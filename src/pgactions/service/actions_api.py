@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -77,6 +78,22 @@ def _context(principal: Principal, given: Any) -> dict[str, Any]:
     return context
 
 
+def _canonical(value: Any) -> bytes:
+    """The body in one spelling (keys sorted): orjson, or the standard library for integers past
+    64 bits, which orjson refuses."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str).encode()
+
+
+def _pinned_item(principal: Principal, item: Any) -> Any:
+    """An item's own context is laid over the batch's: its ``auth`` is the principal's again."""
+    if isinstance(item, dict) and isinstance(item.get("context"), dict) and "auth" in item["context"]:
+        return {**item, "context": {**item["context"], "auth": dict(principal.pinned)}}
+    return item
+
+
 def _options(manifest: Manifest, inputs: dict[str, Any], given: Any) -> dict[str, Any]:
     """The CLI's flags as ``options``: timeout and dryRun become the action's own inputs."""
     options = object_body(given if given is not None else {}, OPTION_FIELDS)
@@ -86,6 +103,11 @@ def _options(manifest: Manifest, inputs: dict[str, Any], given: Any) -> dict[str
             if name not in properties:
                 raise ActionError("INVALID_INPUT", f"{manifest.id} has no {name} option", extra={"field": f"options.{name}"})
             inputs[name] = options[name]
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout <= 86400):
+        raise ActionError("INVALID_INPUT", "options.timeout must be a number of seconds above 0",
+                          extra={"field": "options.timeout"})
     limit = options.get("maxResultBytes")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
         raise ActionError("INVALID_INPUT", "options.maxResultBytes must be a positive whole number of bytes",
@@ -152,8 +174,7 @@ async def _once(service: Service, request: Request, principal: Principal, header
     """Idempotency-Key: the first request runs and its answer is kept 24 h; a retry with the same
     key and body gets that answer without running again; another body → IDEMPOTENCY_KEY_REUSED."""
     key = service.idempotency_key(principal, header)
-    body_hash = hashlib.sha256(request.url.path.encode() + b"\0" +
-                               orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+    body_hash = hashlib.sha256(request.url.path.encode() + b"\0" + _canonical(raw)).hexdigest()
 
     def claim(_cancel: threading.Event) -> Any:
         return service.store.claim_idempotency(key, body_hash, time.time())
@@ -195,6 +216,7 @@ async def _batch(service: Service, request: Request) -> Response:
     if not isinstance(mode, str):
         raise ActionError("INVALID_INPUT", "mode must be independent, transaction or single", extra={"field": "mode"})
     context = _context(principal, body.get("context"))
+    items = [_pinned_item(principal, item) for item in items]
 
     def work(cancel: threading.Event) -> Response:
         profile, call.connection_id = service.resolve_connection(principal, body)

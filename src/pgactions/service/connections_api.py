@@ -176,7 +176,10 @@ def _get(service: Service, connection_id: str) -> dict[str, Any] | None:
 
 
 def _may_manage(principal: Any, connection_id: str) -> None:
-    """Saving or deleting connections: an unscoped, writing key (or no auth)."""
-    if principal.read_only or principal.connections is not None or principal.actions is not None:
-        raise ActionError("FORBIDDEN", "only a key without scopes may save or delete connections",
-                          extra={"connectionId": connection_id})
+    """Saving or deleting connections: an unscoped, writing API key (or no auth) — never a token
+    (end users) nor a key with pinned values or a role: a stored connection is used by every
+    caller, so changing one would redirect their traffic."""
+    if principal.read_only or principal.connections is not None or principal.actions is not None \
+            or principal.pinned or principal.role is not None or principal.kind == "jwt":
+        raise ActionError("FORBIDDEN", "only an API key without scopes, pinned values or a role may save or "
+                                       "delete connections", extra={"connectionId": connection_id})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -195,7 +196,13 @@ class Service:
         addresses only; DNS answers pinned), reused for a few seconds."""
         from pgactions.service.untrusted import vet_profile
 
-        key = spec if isinstance(spec, str) else orjson.dumps(spec, option=orjson.OPT_SORT_KEYS).decode()
+        if isinstance(spec, str):
+            key = spec
+        else:
+            try:
+                key = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS).decode()
+            except TypeError:  # an integer past 64 bits: the profile's validation will refuse it
+                key = json.dumps(spec, sort_keys=True, default=str)
         now = time.monotonic()
         cached = self._vetted.get(key)
         if cached is not None and now - cached[0] < VETTED_SECONDS:
@@ -303,15 +310,19 @@ class Service:
 # What a caller's profile may ask of the service's own resources.
 MAX_CALLER_CONNECTIONS = 20
 MAX_CALLER_CONNECT_TIMEOUT = 30
+MAX_CALLER_IDLE_TIMEOUT = 300
 
 
 def _capped(profile: ConnectionProfile) -> ConnectionProfile:
-    """A caller's pool size and connect timeout, within the service's bounds: one profile may not
-    hold a hundred connections per worker, nor a thread for five minutes waiting on a dead host."""
-    if profile.maxConnections <= MAX_CALLER_CONNECTIONS and profile.connectTimeout <= MAX_CALLER_CONNECT_TIMEOUT:
+    """A caller's pool size, connect timeout and idle time, within the service's bounds: one
+    profile may not hold a hundred connections per worker, a thread for five minutes waiting on a
+    dead host, nor idle backends for a day."""
+    if profile.maxConnections <= MAX_CALLER_CONNECTIONS and profile.connectTimeout <= MAX_CALLER_CONNECT_TIMEOUT \
+            and profile.idleTimeout <= MAX_CALLER_IDLE_TIMEOUT:
         return profile
     return dataclasses.replace(profile, maxConnections=min(profile.maxConnections, MAX_CALLER_CONNECTIONS),
-                               connectTimeout=min(profile.connectTimeout, MAX_CALLER_CONNECT_TIMEOUT))
+                               connectTimeout=min(profile.connectTimeout, MAX_CALLER_CONNECT_TIMEOUT),
+                               idleTimeout=min(profile.idleTimeout, MAX_CALLER_IDLE_TIMEOUT))
 
 
 class _Slot:

@@ -9,7 +9,9 @@ __all__ = ["ANONYMOUS", "Principal", "SQL_ACTIONS"]
 
 # Actions that run SQL the caller writes: refused to a principal with pinned context values unless
 # it may run SQL (free SQL could read or rewrite the pinned settings).
-SQL_ACTIONS = frozenset({"query_rows", "execute_query", "run_transaction", "create_function", "delete_function"})
+# call_function too: a function such as query_to_xml(text, …) runs whatever SQL it is given.
+SQL_ACTIONS = frozenset({"query_rows", "execute_query", "run_transaction", "create_function", "delete_function",
+                         "call_function"})
 
 
 @dataclass(frozen=True)

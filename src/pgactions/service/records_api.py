@@ -29,6 +29,8 @@ def records_routes(service: Service) -> list[Route]:
         target, params = request.path_params["target"], request.query_params.multi_items()
         prefer = request.headers.getlist("prefer")
         method = request.method
+        if method in ("POST", "PATCH"):
+            await service.who(request)  # no body is read for a caller who may not send one
         if method == "GET":
             call = records.table_read(target, params, prefer, accept=request.headers.get("accept"))
         elif method == "POST":
@@ -40,6 +42,7 @@ def records_routes(service: Service) -> list[Route]:
         return await _run(service, request, call)
 
     async def rpc(request: Request) -> Response:
+        await service.who(request)  # no body is read for a caller who may not send one
         body = await read_json(request, service.config.body_bytes)
         return await _run(service, request, records.rpc(request.path_params["target"], body, "POST"))
 

@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,12 +35,18 @@ _FIELDS = frozenset({"trigger", "connectionId", "inputs", "url", "secret"})
 MIN_SECRET, MAX_SECRET = 16, 256
 
 
-def shown(record: SubscriptionRecord) -> dict[str, Any]:
-    """A subscription as answered: never its secret."""
+def shown(record: SubscriptionRecord, full_url: bool = True) -> dict[str, Any]:
+    """A subscription as answered: never its secret; its URL (it may carry a token in its path or
+    query) whole only to a caller who may manage subscriptions."""
     return {"id": record.id, "trigger": record.trigger, "connectionId": record.connection_id,
-            "inputs": record.inputs, "url": record.url, "secret": MASK, "created": _iso(record.created),
+            "inputs": record.inputs, "url": record.url if full_url else _url_origin(record.url), "secret": MASK, "created": _iso(record.created),
             "status": record.status, "lastDelivery": _iso(record.last_delivery), "lastError": record.last_error,
             "delivered": record.delivered, "checkpoint": record.checkpoint}
+
+
+def _url_origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/{MASK}" if parts.path not in ("", "/") or parts.query else url
 
 
 def _iso(at: float | None) -> str | None:
@@ -56,19 +63,19 @@ def subscriptions_routes(service: Service) -> list[Route]:
 
     async def triggers(request: Request) -> Response:
         request.state.call = call = ActionRequest("list_triggers")
-        call.principal = service.authenticate(request)
+        call.principal = await service.who(request)
         return json_response([{"id": t.id, "kind": "trigger", "title": t.title, "category": t.category,
                                "source": t.source, "description": t.description}
                               for t in sorted(load_triggers().values(), key=lambda t: t.id)])
 
     async def trigger(request: Request) -> Response:
         request.state.call = call = ActionRequest("describe_trigger")
-        call.principal = service.authenticate(request)
+        call.principal = await service.who(request)
         return json_response(get_trigger(request.path_params["id"]).describe())
 
     async def create(request: Request) -> Response:
         request.state.call = call = ActionRequest("create_subscription")
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         _may_manage(principal)
         body = object_body(await read_json(request, service.config.body_bytes), _FIELDS)
         for name in ("trigger", "connectionId", "url"):
@@ -111,17 +118,18 @@ def subscriptions_routes(service: Service) -> list[Route]:
 
     async def listing(request: Request) -> Response:
         request.state.call = call = ActionRequest("list_subscriptions")
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
 
         def work(_cancel: threading.Event) -> Response:
-            return json_response([shown(r) for r in service.store.list_subscriptions()
+            full = _manages(principal)
+            return json_response([shown(r, full) for r in service.store.list_subscriptions()
                                   if principal.may_use(r.connection_id)])
 
         return await service.in_thread(request, work)  # type: ignore[no-any-return]
 
     async def read(request: Request) -> Response:
         request.state.call = call = ActionRequest("get_subscription")
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         subscription_id = request.path_params["id"]
 
         def work(_cancel: threading.Event) -> Response:
@@ -129,13 +137,13 @@ def subscriptions_routes(service: Service) -> list[Route]:
             if not principal.may_use(record.connection_id):
                 raise ActionError("FORBIDDEN", f"this key may not use the connection {record.connection_id!r}",
                                   extra={"connectionId": record.connection_id})
-            return json_response(shown(record))
+            return json_response(shown(record, _manages(principal)))
 
         return await service.in_thread(request, work)  # type: ignore[no-any-return]
 
     async def delete(request: Request) -> Response:
         request.state.call = call = ActionRequest("delete_subscription")
-        principal = call.principal = service.authenticate(request)
+        principal = call.principal = await service.who(request)
         _may_manage(principal)
         subscription_id = request.path_params["id"]
 
@@ -164,6 +172,14 @@ def _found(service: Service, subscription_id: str) -> SubscriptionRecord:
         raise ActionError("NOT_FOUND", f"no subscription {subscription_id!r}",
                           message="No such subscription.", extra={"subscription": subscription_id})
     return record
+
+
+def _manages(principal: Principal) -> bool:
+    try:
+        _may_manage(principal)
+    except ActionError:
+        return False
+    return True
 
 
 def _may_manage(principal: Principal) -> None:
