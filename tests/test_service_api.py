@@ -386,3 +386,18 @@ def test_review_findings_stay_fixed(closed_service: Served, open_service: Served
     # the records API answers 401 before reading a body
     assert closed_service.client.post("/v1/db/x/tables/t", json=[{"a": 1}]).status_code == 401
     assert closed_service.client.post("/v1/db/x/rpc/f", json={}).status_code == 401
+
+
+def test_idempotent_batches_and_keys_reusing_a_name(closed_service: Served, table: TestDB) -> None:
+    key = closed_service.create_key("batcher")
+    items = [{"inputs": {"table": "items", "columns": {"id": 90 + i, "name": "b"}}} for i in range(3)]
+    body = {"connection": table.profile, "items": items}
+    first = closed_service.post("/v1/actions/insert_row:batch", body, key=key, Idempotency_Key="batch-1")
+    again = closed_service.post("/v1/actions/insert_row:batch", body, key=key, Idempotency_Key="batch-1")
+    assert first.status_code == again.status_code == 200 and again.headers.get("idempotent-replayed") == "true"
+    assert table.sql("SELECT count(*) FROM items WHERE id BETWEEN 90 AND 92") == [(3,)]
+    assert closed_service.keys("revoke", "--name", "batcher").returncode == 0
+    successor = closed_service.create_key("batcher")  # the name again, another key
+    other = {"connection": table.profile, "items": [{"inputs": {"table": "items", "columns": {"id": 95, "name": "c"}}}]}
+    fresh = closed_service.post("/v1/actions/insert_row:batch", other, key=successor, Idempotency_Key="batch-1")
+    assert fresh.status_code == 200 and "idempotent-replayed" not in fresh.headers  # not the old key's answer

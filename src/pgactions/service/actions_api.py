@@ -209,7 +209,8 @@ async def _once(service: Service, request: Request, principal: Principal, header
 
 async def _batch(service: Service, request: Request) -> Response:
     manifest, call, principal = await _allowed(service, request)
-    body = object_body(await read_json(request, service.config.body_bytes), BATCH_FIELDS)
+    raw = await read_json(request, service.config.body_bytes)
+    body = object_body(raw, BATCH_FIELDS)
     items, mode = body.get("items"), body.get("mode", "independent")
     if not isinstance(items, list):
         raise ActionError("INVALID_INPUT", "items must be a list of {inputs, context?}", extra={"field": "items"})
@@ -224,6 +225,9 @@ async def _batch(service: Service, request: Request) -> Response:
                                    flow=body.get("flow"), step=_step(body, request))
         return _ok(call, result)
 
+    key = request.headers.get("idempotency-key")
+    if key is not None and not manifest.read_only:  # a retried batch of writes runs once, like :run
+        return await _once(service, request, principal, key, raw, work)
     return await service.in_thread(request, work)  # type: ignore[no-any-return]
 
 

@@ -74,4 +74,5 @@ def principal_for_key(record: KeyRecord) -> Principal:
         name=record.name, kind="key",
         actions=None if record.actions is None else frozenset(record.actions),
         connections=None if record.connections is None else frozenset(record.connections),
-        read_only=record.read_only, pinned=dict(record.pinned), allow_sql=record.allow_sql)
+        read_only=record.read_only, pinned=dict(record.pinned), allow_sql=record.allow_sql,
+        credential=record.key_hash[:32])

@@ -182,7 +182,9 @@ class Authenticator:
             if claim not in claims or claims[claim] is None:
                 raise _unauthorized(f"the token has no {claim} claim")
             pinned[name] = claims[claim]
-        return Principal(name=subject, kind="jwt", pinned=pinned, allow_sql=settings.allow_sql, role=role)
+        issuer = claims.get("iss")
+        return Principal(name=subject, kind="jwt", pinned=pinned, allow_sql=settings.allow_sql, role=role,
+                         credential=issuer if isinstance(issuer, str) else "")
 
 
 def _load_jwks(path: Path) -> dict[str, pyjwt.PyJWK]:

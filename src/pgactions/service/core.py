@@ -304,7 +304,8 @@ class Service:
             raise ActionError("INVALID_INPUT", "Idempotency-Key must be 1 to 255 printable characters",
                               extra={"field": "Idempotency-Key"})
         # Scoped to the caller: another key holder cannot read this answer by guessing the key.
-        return hashlib.sha256(f"{principal.kind}:{principal.name}\0{header}".encode()).hexdigest()
+        who = f"{principal.kind}:{principal.name}:{principal.credential}"
+        return hashlib.sha256(f"{who}\0{header}".encode()).hexdigest()
 
 
 # What a caller's profile may ask of the service's own resources.

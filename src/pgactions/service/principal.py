@@ -34,6 +34,9 @@ class Principal:
     pinned: dict[str, Any] = field(default_factory=dict)
     allow_sql: bool = False
     role: str | None = None
+    # Which credential exactly (an API key's hash, a token's issuer): a new key reusing a revoked
+    # key's name is another caller (idempotency records are scoped by it).
+    credential: str = ""
 
     def may_run(self, action_id: str) -> bool:
         return self.actions is None or action_id in self.actions
