@@ -61,29 +61,12 @@ def create_app() -> Starlette:
 
 
 def tcp_nodelay_fix() -> None:
-    """Work around uvicorn's --workers N losing TCP_NODELAY (Kludex/uvicorn#3149, open in 0.54).
+    """Work around uvicorn's --workers N losing TCP_NODELAY (Kludex/uvicorn#3149): the same fix
+    ``pgactions serve`` applies to itself (serve_cli.keep_tcp_nodelay).  The bench applies it to
+    the hand-written endpoint too (``--tcp-nodelay-fix``), so both contenders run alike."""
+    from pgactions.service.serve_cli import keep_tcp_nodelay
 
-    With N > 1 the supervisor binds the listening socket itself with ``proto`` 0; accepted sockets
-    inherit it and asyncio sets TCP_NODELAY only when ``proto == IPPROTO_TCP``, so Nagle stays on
-    and a response written as two segments (headers, then body) waits for the client's delayed
-    ACK: ~40 ms per keep-alive request on Linux.  This re-wraps the bound socket with IPPROTO_TCP.
-    The bench applies it to both Python contenders alike (``--tcp-nodelay-fix``), or to neither.
-    """
-    import socket
-
-    import uvicorn.config
-
-    original = uvicorn.config.Config.bind_socket
-
-    def bind_socket(self: Any) -> socket.socket:
-        sock = original(self)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto != socket.IPPROTO_TCP:
-            fixed = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
-            fixed.set_inheritable(True)
-            return fixed
-        return sock
-
-    uvicorn.config.Config.bind_socket = bind_socket  # type: ignore[method-assign]
+    keep_tcp_nodelay()
 
 
 def main() -> None:

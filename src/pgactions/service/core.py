@@ -240,39 +240,35 @@ class Service:
         # this many, a request is refused at once rather than queued without bound.
         return max(4 * profile.maxConnections, 16)
 
-    async def in_thread(self, request: Request, work: Callable[[threading.Event], Any]) -> Any:
-        """Run *work* in the bounded thread pool; if the client goes away meanwhile, set its
-        cancel event (the runtime cancels the query on the server and rolls back).  The watch for
-        a disconnect starts only for work still running after a few milliseconds: most actions
-        are done by then, and a task per request costs more than the query."""
+    async def in_thread(self, request: Request | None, work: Callable[[threading.Event], Any]) -> Any:
+        """Run *work* in the bounded thread pool.  Cancelling the awaiting task sets the work's
+        cancel event (the runtime cancels the query on the server and rolls back); so does the
+        client going away, when there is a *request* to watch.  That watch starts only for work
+        still running after a few milliseconds: most actions are done by then, and a task per
+        request costs more than the query."""
         cancel = threading.Event()
         async with self.slots:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
             try:
                 done, _ = await asyncio.wait({future}, timeout=WATCH_AFTER_SECONDS)
-                if not done:
+                if not done and request is None:
+                    await asyncio.wait({future})
+                elif not done:
+                    assert request is not None
                     watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
                     try:
                         await asyncio.wait({future})
                     finally:
                         watcher.cancel()
-            except asyncio.CancelledError:  # the request's task was cancelled: so is the action
+            except asyncio.CancelledError:  # the awaiting task was cancelled: so is the action
                 cancel.set()
                 raise
         return future.result()
 
     async def in_pool(self, work: Callable[[threading.Event], Any]) -> Any:
         """*work* in the bounded thread pool, for callers with no HTTP request of their own to
-        watch (MCP tool calls): cancelling the awaiting task sets the action's cancel event."""
-        cancel = threading.Event()
-        async with self.slots:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
-            try:
-                await asyncio.wait({future})
-            except asyncio.CancelledError:
-                cancel.set()
-                raise
-        return future.result()
+        watch (MCP tool calls)."""
+        return await self.in_thread(None, work)
 
     def run_action(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
                    inputs: dict[str, Any], context: dict[str, Any], options: dict[str, Any],

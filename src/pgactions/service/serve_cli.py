@@ -18,7 +18,7 @@ from typing import Any
 
 from pgactions.service.config import ConfigError, ServiceConfig, load_config
 
-__all__ = ["app_factory", "serve_command"]
+__all__ = ["app_factory", "keep_tcp_nodelay", "serve_command"]
 
 _CONFIG_VARIABLE = "PGACTIONS_SERVE_CONFIG"
 
@@ -40,7 +40,7 @@ def _serve(config: ServiceConfig, banner: str = "") -> int:
     import uvicorn
 
     if config.workers > 1:
-        _keep_tcp_nodelay()
+        keep_tcp_nodelay()
 
     try:
         _check_state(config)
@@ -120,7 +120,7 @@ def app_factory() -> Any:
     return create_app(ServiceConfig(**data))
 
 
-def _keep_tcp_nodelay() -> None:
+def keep_tcp_nodelay() -> None:
     """With --workers N, uvicorn binds the listening socket itself with protocol 0; the accepted
     sockets inherit it and asyncio turns Nagle's algorithm off only for IPPROTO_TCP sockets, so a
     small response (headers, then body) waits ~40 ms for the client's delayed ACK
