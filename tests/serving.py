@@ -59,6 +59,22 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def settled_log(self) -> str:
+        """The log once every request so far has its access line (a batch is written every
+        tenth of a second)."""
+        time.sleep(0.35)
+        return self.log()
+
+    def log_with(self, *texts: str, timeout: float = 10) -> str:
+        """The log once it holds any of *texts*: access lines are written in batches, a tenth of a
+        second apart (pgactions.service.metrics.AccessLog)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if any(text in log for text in texts) or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as a process manager stops it: uvicorn lets in-flight requests finish, then
         exits by that signal (returncode -15)."""

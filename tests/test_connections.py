@@ -8,7 +8,7 @@ import pytest
 
 from pgactions import ActionError, ConnectionProfile, Runtime, load_profile
 
-from .conftest import APP_PASSWORD
+from .conftest import APP_PASSWORD, TestServer
 
 
 def test_url_and_fields() -> None:
@@ -478,6 +478,22 @@ def test_url_problems_are_named_by_the_url() -> None:
     with pytest.raises(ActionError) as info:
         load_profile({"url": "postgresql://u@h/db?colour=red", "extraOptions": {"shade": "dark"}})
     assert {e["path"] for e in info.value.payload["errors"]} == {"url: colour", "extraOptions/shade"}
+
+
+def test_multi_host_urls(pg: TestServer, runtime: Runtime) -> None:
+    """libpq's host lists: every host kept (urllib alone reads "h1:5432,h2:5432" as one host and
+    the last port); hosts with different ports are refused, not read wrongly."""
+    profile = load_profile("postgresql://u@h1:5433,[::1]:5433,h3:5433/db")
+    assert (profile.host, profile.port) == ("h1,::1,h3", 5433)
+    assert load_profile("postgresql://u@h1,h2/db").host == "h1,h2"
+    for url in ("postgresql://u@h1:5432,h2:5433/db", "postgresql://u@h1,h2:5433/db", "postgresql://u@h1,,h2/db"):
+        with pytest.raises(ActionError) as info:
+            load_profile(url)
+        assert info.value.code == "INVALID_CONNECTION" and info.value.payload["errors"][0]["path"] == "url"
+    # The first host refuses (nothing listens on 127.0.0.2); libpq goes on to the next.
+    url = pg.url().replace(f"@{pg.host}:{pg.port}", f"@127.0.0.2:{pg.port},{pg.host}:{pg.port}")
+    assert url != pg.url() and load_profile(url).host == f"127.0.0.2,{pg.host}"
+    assert runtime.run("query_rows", url, {"query": "SELECT 1 AS one"}).data["rows"] == [{"one": 1}]
 
 
 def test_url_and_field_options_are_merged() -> None:

@@ -150,6 +150,15 @@ class ConnectionProfile:
 
     __str__ = __repr__
 
+    def __hash__(self) -> int:
+        # Pools, limits and caches are keyed by profile, several lookups per action: the hash of
+        # twenty fields is computed once (frozen: the fields never change).
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached  # type: ignore[no-any-return]
+
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the error boundary to scrub (computed once per profile)."""
         cached = self.__dict__.get("_secrets")
@@ -240,13 +249,16 @@ def _parse_url(url: str) -> dict[str, Any]:
         raise _invalid([{"path": "url", "message": f"not a valid postgresql:// URL: {reason}"}]) from None
     values: dict[str, Any] = {}
     port: int | str | None
-    try:
-        port = parts.port
-    except ValueError:
-        # Kept as text (validation names it); taken after the '@', so never from the password.
-        port = parts.netloc.rpartition("@")[2].rsplit(":", 1)[-1]
-    if parts.hostname:
-        values["host"] = unquote(parts.hostname)
+    hosts = parts.netloc.rpartition("@")[2]  # after the '@': never the password
+    if "," in hosts:  # libpq's multi-host form: h1:5432,h2:5433 (urllib reads it as one host)
+        values["host"], port = _host_list(hosts)
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = hosts.rsplit(":", 1)[-1]  # kept as text: validation names it
+        if parts.hostname:
+            values["host"] = unquote(parts.hostname)
     if port:
         values["port"] = port
     if parts.path.strip("/"):
@@ -275,6 +287,26 @@ def _parse_url(url: str) -> dict[str, Any]:
     if extra:
         values["extraOptions"] = extra
     return values
+
+
+def _host_list(netloc_hosts: str) -> tuple[str, str | None]:
+    """``h1:5432,[::1]:5433,h3`` → ``("h1,::1,h3", port)``.  A profile has one port: hosts given
+    with different ports are refused (rather than read wrongly)."""
+    names, ports = [], set()
+    for item in netloc_hosts.split(","):
+        match = re.fullmatch(r"\[([^\]]*)\](?::(.*))?|([^:\[\]]*)(?::(.*))?", item)
+        if match is None:
+            raise _invalid([{"path": "url", "message": "not a valid postgresql:// URL: a host of the host list "
+                                                       "cannot be read (IPv6 addresses go in brackets)"}])
+        names.append(unquote(match.group(1) or match.group(3) or ""))
+        ports.add(match.group(2) or match.group(4) or "")
+    if "" in names:
+        raise _invalid([{"path": "url", "message": "not a valid postgresql:// URL: the host list has an empty entry"}])
+    given = ports - {""}
+    if len(given) > 1 or (given and "" in ports):
+        raise _invalid([{"path": "url", "message": "the hosts of a multi-host URL must share one port here "
+                                                   "(h1:5433,h2:5433), or each host gets a profile of its own"}])
+    return ",".join(names), (given.pop() if given else None)
 
 
 def field_origins(spec: str | dict[str, Any]) -> dict[str, str]:

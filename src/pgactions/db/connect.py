@@ -18,6 +18,7 @@ idle flow engine holds no server connections.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from functools import lru_cache
 from typing import Any
@@ -27,8 +28,9 @@ from psycopg import sql as psql
 
 from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db.convert import register_loaders, register_user_arrays
+from pgactions.db.cooperative import CooperativeConnection
 from pgactions.db.errormap import map_exception
-from pgactions.db.pool import ConnectionPool
+from pgactions.db.pool import ConnectionPool, PoolClosed
 from pgactions.render.templating import quote_identifier
 
 __all__ = ["POOLED_RESET_SQL", "RESET_SQL", "PoolCache", "SESSION_SETTINGS", "SESSION_STATE", "SessionState", "reset_sql", "search_path",
@@ -71,6 +73,8 @@ class SessionState:
 # Keyed by the psycopg connection itself, so a reconnect never inherits stale state.
 SESSION_STATE: weakref.WeakKeyDictionary[Any, SessionState] = weakref.WeakKeyDictionary()
 DEFAULT_TIMEOUT_MS = 60_000
+# Pools kept per runtime (one per distinct profile); past this, the least recently used unused ones go.
+MAX_POOLS = 256
 
 
 class PoolCache:
@@ -96,6 +100,8 @@ class PoolCache:
             with self._lock:
                 pool = self._pools.get(profile)
                 if pool is None:
+                    if len(self._pools) >= MAX_POOLS:
+                        self._evict(len(self._pools) + 1 - MAX_POOLS)
                     pool = ConnectionPool(lambda: self._open(profile), max_size=profile.maxConnections,
                                           wait_timeout=profile.connectTimeout + 20, max_idle=profile.idleTimeout)
                     self._pools[profile] = pool
@@ -119,6 +125,23 @@ class PoolCache:
             self._reaper = threading.Thread(target=self._reap, name="pgactions-pool-reaper", daemon=True)
             self._reaper.start()
 
+    def _evict(self, count: int) -> None:
+        """Under the lock: drop the *count* least recently used pools that nobody uses (their idle
+        connections close), so a host given ever new profiles (a service's callers) keeps at
+        most :data:`MAX_POOLS` pools and their sockets.  Pools in use are kept: the cap may then
+        be passed for a while."""
+        unused = sorted((pool.last_used, id(pool), profile) for profile, pool in self._pools.items() if pool.unused)
+        for _, _, profile in unused[:count]:
+            self._drop(profile)
+
+    def _drop(self, profile: ConnectionProfile) -> None:
+        """Under the lock.  A caller that took the pool just before finds it closed and asks again
+        (:meth:`checkout`)."""
+        pool = self._pools.pop(profile)
+        if self._last[1] is pool:
+            self._last = (None, None)
+        pool.close()
+
     def _reap(self) -> None:
         while True:
             pools = list(self._pools.values())
@@ -128,12 +151,23 @@ class PoolCache:
                 return
             for pool in pools:
                 pool.close_expired()
+            now = time.monotonic()
+            with self._lock:  # a pool with no connection left, unused for its idle time, goes too
+                for profile, pool in list(self._pools.items()):
+                    if pool.unused and pool.size == 0 and now - pool.last_used > pool.max_idle:
+                        self._drop(profile)
 
     def checkout(self, profile: ConnectionProfile) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
         """A pooled connection; failures to connect become friendly errors."""
         pool = self.pool(profile)
         try:
-            return pool, pool.get()
+            try:
+                return pool, pool.get()
+            except PoolClosed:
+                if self._stop.is_set():
+                    raise
+                pool = self.pool(profile)  # dropped from the cache just now: its successor
+                return pool, pool.get()
         except Exception as exc:
             # The diagnosis probes the address libpq was given (a service's profile pins the
             # addresses it checked): resolving the name again could reach another one.
@@ -143,7 +177,7 @@ class PoolCache:
 
     def _open(self, profile: ConnectionProfile) -> psycopg.Connection[Any]:
         """A new connection, set up once: our loaders and session settings in one round trip."""
-        conn = psycopg.Connection.connect(autocommit=True, **profile.connect_kwargs())
+        conn = CooperativeConnection.connect(autocommit=True, **profile.connect_kwargs())
         try:
             register_loaders(conn, self._numeric_as_number)
             if profile.pgbouncer:

@@ -32,11 +32,17 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-__all__ = ["closed_by_server", "ConnectionPool", "PoolTimeout"]
+from pgactions.db import cooperative
+
+__all__ = ["closed_by_server", "ConnectionPool", "PoolClosed", "PoolTimeout"]
 
 
 class PoolTimeout(Exception):
     """Every connection of the pool stayed busy for the whole wait (or the pool was closed)."""
+
+
+class PoolClosed(PoolTimeout):
+    """The pool was closed (its cache dropped it, or the runtime is closing) before the checkout."""
 
 
 class _Waiter:
@@ -74,6 +80,7 @@ class ConnectionPool:
         # id(connection) → a poll object watching its socket: asking it costs one poll(2), cheaper
         # than building select()'s lists on every checkout.
         self._pollers: dict[int, Any] = {}
+        self.last_used = time.monotonic()  # the last checkout (its cache drops pools unused for long)
 
     # -- checkout / return ---------------------------------------------------------------------
     def get(self) -> Any:
@@ -81,8 +88,8 @@ class ConnectionPool:
         try:
             with self._lock:
                 if self._closed:
-                    raise PoolTimeout("the pool is closed")
-                now = time.monotonic()
+                    raise PoolClosed("the pool is closed")
+                now = self.last_used = time.monotonic()
                 while self._idle:  # none while anyone waits (the invariant): no queue-jumping
                     conn, returned = self._idle.pop()
                     key = id(conn)
@@ -98,6 +105,8 @@ class ConnectionPool:
                         self._size -= 1  # the slot is ours: nobody waits while a connection is idle
                         continue
                     return conn
+                if cooperative.active():  # on an event loop: connecting or queueing would block it
+                    raise cooperative.WouldBlock
                 if self._size < self.max_size:
                     self._size += 1
                 else:
@@ -175,6 +184,11 @@ class ConnectionPool:
         for conn, _ in expired:
             _close_quietly(conn)
         return len(expired)
+
+    @property
+    def unused(self) -> bool:
+        """No connection in use and nobody waiting: closing the pool takes nothing from anyone."""
+        return len(self._idle) == self._size and not self._waiting
 
     @property
     def idle_count(self) -> int:

@@ -26,7 +26,7 @@ from pgactions.service.principal import Principal
 from pgactions.spec.errors import ActionError
 from pgactions.spec.manifests import Manifest, get_manifest, load_manifests
 
-__all__ = ["action_routes"]
+__all__ = ["action_routes", "run_request"]
 
 RUN_FIELDS = frozenset({"connection", "connectionId", "inputs", "context", "flow", "step", "options"})
 BATCH_FIELDS = frozenset({"connection", "connectionId", "items", "mode", "context", "flow", "step"})
@@ -46,7 +46,7 @@ def action_routes(service: Service) -> list[Route]:
         return json_response(get_manifest(request.path_params["action"]).describe())
 
     async def run(request: Request) -> Response:
-        return await _run(service, request)
+        return await run_request(service, request)
 
     async def batch(request: Request) -> Response:
         return await _batch(service, request)
@@ -127,7 +127,8 @@ async def _allowed(service: Service, request: Request) -> tuple[Manifest, Action
     return manifest, call, principal
 
 
-async def _run(service: Service, request: Request) -> Response:
+async def run_request(service: Service, request: Request) -> Response:
+    """``POST /v1/actions/{id}:run`` (also called directly by the app's Boundary, see app.py)."""
     manifest, call, principal = await _allowed(service, request)
     raw = await read_json(request, service.config.body_bytes)
     body = object_body(raw, RUN_FIELDS)
@@ -140,14 +141,16 @@ async def _run(service: Service, request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     idempotent = key is not None and not manifest.read_only
 
-    def work(cancel: threading.Event) -> Response:
-        profile, call.connection_id = service.resolve_connection(principal, body)
+    resolved = None if idempotent else service.cached_connection(principal, body)
+
+    def work(cancel: threading.Event, counted: bool = False) -> Response:
+        profile, call.connection_id = resolved or service.resolve_connection(principal, body)
         result = service.run_action(principal, manifest, profile, inputs, context, options, cancel,
-                                    flow=body.get("flow"), step=_step(body, request))
+                                    flow=body.get("flow"), step=_step(body, request), counted=counted)
         return _ok(call, result)
 
     if not idempotent:
-        return await service.in_thread(request, work)  # type: ignore[no-any-return]
+        return await service.run_work(request, resolved[0] if resolved else None, work)  # type: ignore[no-any-return]
     assert key is not None
     return await _once(service, request, principal, key, raw, work)
 

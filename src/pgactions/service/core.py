@@ -7,6 +7,8 @@ Routes (``actions_api``, ``connections_api``, ``records_api``) parse HTTP; this 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +24,8 @@ import orjson
 from starlette.requests import Request
 
 from pgactions.connection.profiles import ConnectionProfile
+from pgactions.db import cooperative
+from pgactions.db.cooperative import WouldBlock, drive
 from pgactions.limits import Limits
 from pgactions.runtime import ActionResult, Runtime
 from pgactions.service.config import ServiceConfig
@@ -72,6 +76,9 @@ class Service:
         self._running: dict[ConnectionProfile, int] = {}
         self._vetted: dict[str, tuple[float, ConnectionProfile]] = {}
         self._login_checked: dict[ConnectionProfile, bool] = {}
+        self._gates: dict[ConnectionProfile, _Gate] = {}
+        # Actions wait for the server on the event loop when greenlets are there (the server extra).
+        self.cooperative = cooperative.available()
         self.labels: dict[ConnectionProfile, str] = {}  # profile → metrics label (connection id or "inline")
         self.closing = False
 
@@ -133,6 +140,17 @@ class Service:
     # -- connections -------------------------------------------------------------------------------
     def resolve_connection(self, principal: Principal, body: dict[str, Any]) -> tuple[ConnectionProfile, str | None]:
         """The profile a request names: ``connectionId`` (stored) or ``connection`` (inline), vetted."""
+        resolved = self._resolve(principal, body, False)
+        assert resolved is not None
+        return resolved
+
+    def cached_connection(self, principal: Principal, body: dict[str, Any]) -> tuple[ConnectionProfile, str | None] | None:
+        """:meth:`resolve_connection` for code on the event loop: the same errors, but None where
+        it would read the store or resolve names (both block)."""
+        return self._resolve(principal, body, True)
+
+    def _resolve(self, principal: Principal, body: dict[str, Any],
+                 cached_only: bool) -> tuple[ConnectionProfile, str | None] | None:
         has_id, has_inline = "connectionId" in body, "connection" in body
         if has_id == has_inline:
             raise ActionError("INVALID_INPUT", "give either connection (a URL or profile object) or connectionId",
@@ -142,7 +160,8 @@ class Service:
             if not isinstance(connection_id, str) or not connection_id:
                 raise ActionError("INVALID_INPUT", "connectionId must be a non-empty string",
                                   extra={"field": "connectionId"})
-            return self.stored_profile(principal, connection_id), connection_id
+            stored = self._stored_profile(principal, connection_id, cached_only)
+            return None if stored is None else (stored, connection_id)
         if principal.connections is not None:
             raise ActionError("FORBIDDEN", "this key may use stored connections only (connectionId)",
                               extra={"field": "connection"})
@@ -150,19 +169,32 @@ class Service:
         if not isinstance(spec, (str, dict)):
             raise ActionError("INVALID_CONNECTION", "connection must be a postgresql:// URL or a profile object",
                               extra={"field": "connection"})
-        profile = self.vet(spec)
+        profile = self.vet(spec, cached_only)
+        if profile is None:
+            return None
         self._label(profile, "inline")
         return profile, None
 
     def stored_profile(self, principal: Principal, connection_id: str) -> ConnectionProfile:
+        profile = self._stored_profile(principal, connection_id, False)
+        assert profile is not None
+        return profile
+
+    def _stored_profile(self, principal: Principal, connection_id: str,
+                        cached_only: bool) -> ConnectionProfile | None:
         if not principal.may_use(connection_id):
             raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}",
                               extra={"connectionId": connection_id})
+        cached = self._stored.get(connection_id)
+        if cached_only and (cached is None or time.monotonic() - cached[0] >= STORED_SECONDS):
+            return None
         spec = self._stored_spec(connection_id)
         if spec is None:
             raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
                               extra={"connectionId": connection_id})
-        profile = self.vet(spec)
+        profile = self.vet(spec, cached_only)
+        if profile is None:
+            return None
         self._label(profile, connection_id)
         return profile
 
@@ -191,9 +223,10 @@ class Service:
                 self.labels.clear()
             self.labels[profile] = label
 
-    def vet(self, spec: str | dict[str, Any]) -> ConnectionProfile:
+    def vet(self, spec: str | dict[str, Any], cached_only: bool = False) -> ConnectionProfile | None:
         """A caller's profile checked against the host policy (no files, no environment, allowed
-        addresses only; DNS answers pinned), reused for a few seconds."""
+        addresses only; DNS answers pinned), reused for a few seconds.  *cached_only*: None
+        rather than resolve names (which blocks)."""
         from pgactions.service.untrusted import vet_profile
 
         if isinstance(spec, str):
@@ -207,6 +240,8 @@ class Service:
         cached = self._vetted.get(key)
         if cached is not None and now - cached[0] < VETTED_SECONDS:
             return cached[1]
+        if cached_only:
+            return None
         profile = _capped(vet_profile(spec, self.policy))
         if len(self._vetted) > 1024:
             self._vetted.clear()
@@ -265,6 +300,51 @@ class Service:
                 raise
         return future.result()
 
+    async def run_work(self, request: Request | None, profile: ConnectionProfile | None,
+                       work: Callable[[threading.Event, bool], Any]) -> Any:
+        """Run one action's *work*, counted against its connection's limit (RATE_LIMITED past it,
+        never an unbounded queue).  On the event loop when it can wait there (a greenlet whose
+        waits for the server are the loop's, see :mod:`pgactions.db.cooperative`), else — the
+        profile not known without blocking, a connection to open, the pool busy with other
+        threads — in the thread pool (:meth:`in_thread`).  The loop saves the thread hop, which
+        costs more CPU than a primary-key lookup.  At most the pool's size of actions per profile
+        run on the loop at once; the others wait here, in order.  *work* is told whether the
+        action is counted already (see :meth:`run_action`)."""
+        if profile is None:
+            return await self.in_thread(request, lambda cancel: work(cancel, False))
+        with self.slot(profile):
+            if self.cooperative:
+                async with self._gate(profile):
+                    try:
+                        return await self._on_loop(request, lambda cancel: work(cancel, True))
+                    except WouldBlock:
+                        pass  # nothing was sent to the server: run it where it may block
+            return await self.in_thread(request, lambda cancel: work(cancel, True))
+
+    async def _on_loop(self, request: Request | None, work: Callable[[threading.Event], Any]) -> Any:
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        watchers: list[asyncio.Task[None]] = []
+        timer = None
+        if request is not None:  # as in_thread: watch for the client leaving once the work takes a while
+            timer = loop.call_later(WATCH_AFTER_SECONDS, lambda: watchers.append(
+                loop.create_task(_watch_disconnect(request, cancel))))
+        try:
+            return await drive(work, cancel, cancel=cancel)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for watcher in watchers:
+                watcher.cancel()
+
+    def _gate(self, profile: ConnectionProfile) -> _Gate:
+        gate = self._gates.get(profile)
+        if gate is None:
+            if len(self._gates) > 4096:  # bounded: callers may send ever new inline profiles
+                self._gates.clear()
+            gate = self._gates[profile] = _Gate(profile.maxConnections)
+        return gate
+
     async def in_pool(self, work: Callable[[threading.Event], Any]) -> Any:
         """*work* in the bounded thread pool, for callers with no HTTP request of their own to
         watch (MCP tool calls)."""
@@ -272,8 +352,9 @@ class Service:
 
     def run_action(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
                    inputs: dict[str, Any], context: dict[str, Any], options: dict[str, Any],
-                   cancel: threading.Event, flow: Any = None, step: Any = None) -> ActionResult:
-        """Runtime.run with the request's options and the principal's role and pinned values."""
+                   cancel: threading.Event, flow: Any = None, step: Any = None, counted: bool = False) -> ActionResult:
+        """Runtime.run with the request's options and the principal's role and pinned values;
+        *counted*: the action holds its place in the connection's limit already (:meth:`run_work`)."""
         if principal.role is not None:
             self.check_role_login(profile)
         runtime = self.runtime_for(bool(options.get("numericAsNumber")))
@@ -281,7 +362,7 @@ class Service:
         if options.get("maxResultBytes") is not None:
             limits = Limits(default_timeout=limits.default_timeout, max_timeout=limits.max_timeout,
                             max_result_bytes=min(int(options["maxResultBytes"]), limits.max_result_bytes))
-        with self.slot(profile):
+        with contextlib.nullcontext() if counted else self.slot(profile):
             return runtime.run(manifest.id, profile, inputs, context, flow=flow, step=step, cancel=cancel,
                                limits=limits, role=principal.role, claims=principal.pinned or None)
 
@@ -320,6 +401,44 @@ def _capped(profile: ConnectionProfile) -> ConnectionProfile:
     return dataclasses.replace(profile, maxConnections=min(profile.maxConnections, MAX_CALLER_CONNECTIONS),
                                connectTimeout=min(profile.connectTimeout, MAX_CALLER_CONNECT_TIMEOUT),
                                idleTimeout=min(profile.idleTimeout, MAX_CALLER_IDLE_TIMEOUT))
+
+
+class _Gate:
+    """At most *size* holders at once; the others wait in order.  An ``asyncio.Semaphore`` without
+    its per-call overhead (this is on every action's path)."""
+
+    __slots__ = ("free", "waiting")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release()  # handed the place just as the wait was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiting.remove(future)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self.waiting:  # the place goes straight to the oldest waiter still waiting
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
 
 
 class _Slot:

@@ -12,8 +12,8 @@ code, rows and duration — never the inputs' values.
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,16 +47,23 @@ class Metrics:
         self.registry.register(_PoolCollector(pool_states))
         self._read_only = {m.id: m.read_only for m in load_manifests().values()}
 
+        # (action, code) → its series, looked up once: labels() costs more than the increment.
+        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
     def observe(self, action: str | None, code: str, seconds: float, rows: int | None) -> None:
         if code != "OK":
             self.errors.labels(code).inc()
         if action is None:
             return
-        self.actions.labels(action, code).inc()
-        self.duration.labels(action).observe(seconds)
-        if rows:
+        series = self._series.get((action, code))
+        if series is None:
             direction = "read" if self._read_only.get(action, True) else "written"
-            self.rows.labels(action, direction).inc(rows)
+            series = self._series[(action, code)] = (self.actions.labels(action, code),
+                                                     self.duration.labels(action), self.rows.labels(action, direction))
+        series[0].inc()
+        series[1].observe(seconds)
+        if rows:
+            series[2].inc(rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -83,36 +90,48 @@ class _PoolCollector:
 
 
 class AccessLog:
-    """The access log's lines, written to *stream* by a thread of its own: a request only puts its
-    line (bytes) on a queue — no LogRecord, no formatting, no write on the request's path."""
+    """The access log's lines, written to *stream* by a thread of its own, a batch every
+    :data:`FLUSH_SECONDS`: a request only appends its line (bytes) to a deque — no LogRecord, no
+    formatting, no thread woken, no write on the request's path (a write per line cost more CPU
+    than a one-row read's SQL).  So a line appears within a tenth of a second, and a process
+    killed with -9 loses at most that much of its log."""
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
-        self.lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.lines: collections.deque[bytes] = collections.deque()
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._write, name="pgactions-access-log", daemon=True)
         self.thread.start()
 
     def put(self, record: dict[str, Any]) -> None:
-        self.lines.put(orjson.dumps(record) + b"\n")
+        self.lines.append(orjson.dumps(record) + b"\n")
 
     def _write(self) -> None:
-        while True:
-            line = self.lines.get()
-            batch = [line]
-            while not self.lines.empty() and len(batch) < 256:  # whatever else is waiting, in one write
-                batch.append(self.lines.get())
-            done = None in batch
-            try:
-                self.stream.write(b"".join(b for b in batch if b is not None))
-                self.stream.flush()
-            except (OSError, ValueError):  # stderr closed: the lines have nowhere to go
-                pass
-            if done:
-                return
+        while not self.stopping.wait(FLUSH_SECONDS):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        batch = []
+        try:
+            while True:  # popleft is atomic: lines appended meanwhile wait for the next batch
+                batch.append(self.lines.popleft())
+        except IndexError:
+            pass
+        if not batch:
+            return
+        try:
+            self.stream.write(b"".join(batch))
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr closed: the lines have nowhere to go
+            pass
 
     def close(self) -> None:
-        self.lines.put(None)
+        self.stopping.set()
         self.thread.join(timeout=5)
+
+
+FLUSH_SECONDS = 0.1
 
 
 _ACCESS: AccessLog | None = None

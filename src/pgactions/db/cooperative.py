@@ -1,0 +1,130 @@
+"""The synchronous runtime on an asyncio event loop, without blocking the loop.
+
+A host with an event loop (``pgactions serve``) would otherwise hand every action to a thread: a
+hop that costs more CPU than a primary-key lookup itself (the submit, a thread's wake-up, the
+loop's self-pipe, the GIL passed back and forth; bench/README.md).  Instead the host may run
+``Runtime.run`` inside a :class:`LoopGreenlet` with :func:`drive`.  Every wait of the runtime for
+the server goes through ``psycopg.Connection.wait``; the pool's connections are
+:class:`CooperativeConnection`, whose ``wait`` — inside such a greenlet — hands the socket to the
+loop (``add_reader`` / ``add_writer``, the waits psycopg's own ``AsyncConnection`` makes) and
+switches back to it; the loop resumes the greenlet when the socket is ready.  The runtime's code
+is the same in a thread, a script or a greenlet.
+
+What cannot wait that way raises :class:`WouldBlock` before the action has sent anything to the
+server — opening a connection (DNS, TCP, TLS, authentication all block in libpq) and waiting for
+a busy pool — and the host runs the action in a thread instead.  The greenlet library is optional
+(the ``server`` extra); without it nothing here is active and ``wait`` is psycopg's own.
+
+Rules for code on this path (so greenlets sharing one thread never deadlock): no lock held across
+a wait for the server, no sleeping, no other blocking I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.waiting import Wait
+
+try:  # optional: pip install 'pgactions[server]'
+    from greenlet import getcurrent as _getcurrent
+    from greenlet import greenlet as _greenlet
+except ImportError:  # pragma: no cover - the server extra brings it
+    _getcurrent = None
+    _greenlet = object
+
+__all__ = ["CooperativeConnection", "LoopGreenlet", "WouldBlock", "active", "available", "drive"]
+
+T = TypeVar("T")
+
+_R, _W = int(Wait.R), int(Wait.W)
+
+
+class WouldBlock(BaseException):
+    """The action would have to block the event loop (connect, or wait for a busy pool); nothing
+    was sent to the server yet: run it in a thread.  A BaseException, so that no ``except
+    Exception`` on the way turns it into an action's error."""
+
+
+class LoopGreenlet(_greenlet):  # type: ignore[misc,valid-type]
+    """A greenlet whose waits for the server are its event loop's (see :func:`drive`)."""
+
+
+def available() -> bool:
+    """Whether greenlets can be used here (the ``greenlet`` package is installed)."""
+    return _getcurrent is not None
+
+
+def active() -> bool:
+    """Whether the calling code runs inside :func:`drive`: it must not block."""
+    return _getcurrent is not None and type(_getcurrent()) is LoopGreenlet
+
+
+class CooperativeConnection(psycopg.Connection):  # type: ignore[type-arg]
+    """A psycopg connection that, inside a :class:`LoopGreenlet`, waits on the event loop;
+    anywhere else it is psycopg's own (the C wait loop)."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        current = _getcurrent() if _getcurrent is not None else None
+        if timeout is not None or type(current) is not LoopGreenlet:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        fileno = self.pgconn.socket
+        loop_side = current.parent
+        try:
+            state = next(gen)
+            while True:
+                state = gen.send(loop_side.switch((fileno, state)))
+        except StopIteration as done:
+            return done.value
+
+
+async def drive(fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
+    """``fn(*args)`` in a :class:`LoopGreenlet` on the running loop: its waits for the server are
+    this loop's.  Returns its result or raises its exception (:class:`WouldBlock` included).
+
+    Cancelling the awaiting task sets *cancel* (the runtime then cancels the query on the server
+    and rolls back) and lets the action run to its end before the cancellation goes on: a greenlet
+    is never abandoned half-way with a connection checked out."""
+    loop = asyncio.get_running_loop()
+    child = LoopGreenlet(fn)
+    request = child.switch(*args)
+    cancelled = False
+    while not child.dead:
+        fileno, state = request
+        ready = 0
+        while not ready:
+            future = loop.create_future()
+            if state & _R:
+                loop.add_reader(fileno, _wake, future, _R)
+            if state & _W:
+                loop.add_writer(fileno, _wake, future, _W)
+            try:
+                ready = await future
+            except asyncio.CancelledError:
+                # Wait on: the query ends (cancelled on the server) and the connection goes back.
+                cancelled = True
+                if cancel is not None:
+                    cancel.set()
+            finally:
+                if state & _R:
+                    loop.remove_reader(fileno)
+                if state & _W:
+                    loop.remove_writer(fileno)
+        try:
+            request = child.switch(ready)
+        except BaseException:
+            if cancelled:  # the action ended as CANCELLED: the awaiting task's cancellation goes on
+                raise asyncio.CancelledError from None
+            raise
+    if cancelled:
+        raise asyncio.CancelledError
+    return request  # type: ignore[no-any-return]
+
+
+def _wake(future: asyncio.Future[int], ready: int) -> None:
+    if not future.done():
+        future.set_result(ready)
+
