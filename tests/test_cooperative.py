@@ -198,3 +198,37 @@ def test_timeouts_and_a_terminated_backend_end_the_action_on_the_loop(runtime: R
     # The broken connection is gone; a new one is opened in a thread and the loop uses it again.
     assert _run(runtime, profile, "SELECT 1 AS one")["rows"] == [{"one": 1}]
     assert asyncio.run(attempt("SELECT 1")) == "OK"
+
+
+def test_a_result_too_large_is_cut_off_without_holding_the_loop(db: TestDB) -> None:
+    """The cap ends the stream mid-way: the query is cancelled (a request on a connection of its
+    own, sent from a thread while the loop goes on) and the connection is ready for the next."""
+    from pgactions.limits import Limits
+
+    with Runtime(Limits(max_result_bytes=64 * 1024)) as runtime:
+        profile = _profile(db, "too-large")
+        _warm(runtime, profile, 1)
+
+        async def main() -> tuple[str, Any, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.005)
+                    ticks += 1
+
+            ticker = asyncio.ensure_future(tick())
+            try:
+                await drive(_run, runtime, profile, "SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 200000) g")
+                code = "OK"
+            except ActionError as exc:
+                code = exc.code
+            after = await drive(_run, runtime, profile, "SELECT 7 AS seven")
+            ticker.cancel()
+            return code, after, ticks
+
+        code, after, ticks = asyncio.run(main())
+    assert code == "RESULT_TOO_LARGE"
+    assert after["rows"] == [{"seven": 7}]
+    assert ticks >= 1

@@ -93,7 +93,7 @@ class PoolCache:
 
     def pool(self, profile: ConnectionProfile) -> ConnectionPool:
         last_profile, pool = self._last  # one read: another thread may replace it meanwhile
-        if last_profile is profile and pool is not None:
+        if last_profile is profile and pool is not None and not pool.closed:
             return pool
         pool = self._pools.get(profile)
         if pool is None:
@@ -106,7 +106,7 @@ class PoolCache:
                                           wait_timeout=profile.connectTimeout + 20, max_idle=profile.idleTimeout)
                     self._pools[profile] = pool
                     self._start_reaper()
-        if not self._stop.is_set():
+        if not self._stop.is_set() and not pool.closed:  # (a pool dropped meanwhile is never remembered)
             self._last = (profile, pool)
         return pool
 

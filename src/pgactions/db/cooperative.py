@@ -22,6 +22,7 @@ a wait for the server, no sleeping, no other blocking I/O.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - the server extra brings it
     _getcurrent = None
     _greenlet = object
 
-__all__ = ["CooperativeConnection", "LoopGreenlet", "WouldBlock", "active", "available", "drive"]
+__all__ = ["CooperativeConnection", "LoopGreenlet", "WouldBlock", "active", "available", "call_blocking", "drive"]
 
 T = TypeVar("T")
 
@@ -81,6 +82,29 @@ class CooperativeConnection(psycopg.Connection):  # type: ignore[type-arg]
             return done.value
 
 
+def call_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` for something that blocks (a cancel request opens a connection of its own):
+    inside :func:`drive`, in a thread while the loop goes on; anywhere else, directly."""
+    current = _getcurrent() if _getcurrent is not None else None
+    if type(current) is not LoopGreenlet:
+        return fn(*args)
+    future = _blocking_pool().submit(fn, *args)
+    current.parent.switch(future)  # drive() resumes us once it is done
+    return future.result()
+
+
+_BLOCKING: concurrent.futures.ThreadPoolExecutor | None = None
+_BLOCKING_LOCK = threading.Lock()
+
+
+def _blocking_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _BLOCKING
+    with _BLOCKING_LOCK:
+        if _BLOCKING is None:
+            _BLOCKING = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pgactions-blocking")
+        return _BLOCKING
+
+
 async def drive(fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
     """``fn(*args)`` in a :class:`LoopGreenlet` on the running loop: its waits for the server are
     this loop's.  Returns its result or raises its exception (:class:`WouldBlock` included).
@@ -93,9 +117,13 @@ async def drive(fn: Callable[..., T], *args: Any, cancel: threading.Event | None
     request = child.switch(*args)
     cancelled = False
     while not child.dead:
-        fileno, state = request
-        ready = 0
-        while not ready:
+        ready: int | None = 0
+        if isinstance(request, concurrent.futures.Future):  # call_blocking(): wait for its thread
+            cancelled = await _settled(request, cancel) or cancelled
+            ready = None
+        else:
+            fileno, state = request
+        while ready == 0:
             future = loop.create_future()
             if state & _R:
                 loop.add_reader(fileno, _wake, future, _R)
@@ -122,6 +150,20 @@ async def drive(fn: Callable[..., T], *args: Any, cancel: threading.Event | None
     if cancelled:
         raise asyncio.CancelledError
     return request  # type: ignore[no-any-return]
+
+
+async def _settled(future: concurrent.futures.Future[Any], cancel: threading.Event | None) -> bool:
+    """Wait for *future* (not for its result); whether the awaiting task was cancelled meanwhile."""
+    wrapped = asyncio.wrap_future(future)
+    cancelled = False
+    while not wrapped.done():
+        try:
+            await asyncio.wait([wrapped])
+        except asyncio.CancelledError:
+            cancelled = True
+            if cancel is not None:
+                cancel.set()
+    return cancelled
 
 
 def _wake(future: asyncio.Future[int], ready: int) -> None:

@@ -186,6 +186,10 @@ class ConnectionPool:
         return len(expired)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def unused(self) -> bool:
         """No connection in use and nobody waiting: closing the pool takes nothing from anyone."""
         return len(self._idle) == self._size and not self._waiting

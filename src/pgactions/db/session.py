@@ -9,7 +9,6 @@ transaction that the pipeline commits only once the action's output is complete 
 
 from __future__ import annotations
 
-import select
 import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -17,7 +16,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import pq
-from psycopg.generators import fetch_many
+from psycopg.generators import fetch_many, send
 
 from pgactions.connection.profiles import ConnectionProfile
 from pgactions.db import streaming
@@ -114,24 +113,29 @@ class Session:
             and not closed_by_server(self.conn)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.watchdog.disarm(self._watch)
+        cancelled, timed_out = self._watch.cancelled, self._watch.fired  # as the action ended
         self._discard = self._discard or self.discard_after
         pending = False
         try:
-            if self._discard:
-                pass
-            elif exc is not None or self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                self._after_failure()
-            elif self.touched_session or self._drifted():
-                pending = self._send_reset()
+            try:
+                if self._discard:
+                    pass
+                elif exc is not None or self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    self._after_failure()
+                elif self.touched_session or self._drifted():
+                    pending = self._send_reset()
+            finally:
+                # Watched until the clean-up is done too: a server gone silent during the ROLLBACK
+                # is cancelled, then cut off, rather than holding this thread (or the loop) forever.
+                self.watchdog.disarm(self._watch)
         finally:
-            self._pool.put(self.conn, discard=self._discard, pending=pending)
+            self._pool.put(self.conn, discard=self._discard or self._watch.fired, pending=pending)
         if exc is None or not isinstance(exc, Exception):
             return
-        if self._watch.cancelled:
+        if cancelled:
             raise ActionError("CANCELLED", "the action was cancelled while it ran; its changes were "
                                            "rolled back") from None
-        raise map_exception(exc, connecting=False, timed_out=self._watch.fired) from None
+        raise map_exception(exc, connecting=False, timed_out=timed_out) from None
 
     def _drifted(self) -> bool:
         """Whether a setting the server reports (PostgreSQL sends these on every change, at no
@@ -173,8 +177,8 @@ class Session:
         pgconn = self.conn.pgconn
         try:
             pgconn.send_query(reset_sql(self.profile, self.app_name))
-            while pgconn.flush():
-                select.select([], [pgconn.socket], [], 1.0)
+            if pgconn.flush():  # not all out at once (rare): wait as every other wait is made
+                self.conn.wait(send(pgconn))
         except (psycopg.Error, OSError):
             self._discard = True
             return False

@@ -27,6 +27,7 @@ from psycopg import errors as e
 from psycopg import pq
 from psycopg.waiting import Wait
 
+from pgactions.db import cooperative
 from pgactions.spec.errors import ActionError
 
 __all__ = ["CHUNK_BYTES", "FIRST_CHUNK_ROWS", "MAX_CHUNK_ROWS", "SUPPORTED", "WIDTHS", "RowWidths",
@@ -66,7 +67,7 @@ def _end_copy(conn: Any, status: int) -> Any:
         while pgconn.flush():
             yield Wait.W
     elif status == pq.ExecStatus.COPY_OUT:
-        conn._try_cancel()
+        cooperative.call_blocking(conn._try_cancel)
         while (nbytes := pgconn.get_copy_data(1)[0]) >= 0:
             if nbytes == 0:
                 yield Wait.R
@@ -325,7 +326,7 @@ def _cancel_and_drain(conn: Any, reader: _Reader) -> None:
     reader.pending = None
     cur.pgresult = None
     cur._tx.set_pgresult(None, set_loaders=False)
-    conn._try_cancel()
+    cooperative.call_blocking(conn._try_cancel)
     try:
         conn.wait(_drain_all(cur._pgconn))
     except Exception:  # the connection failed meanwhile: the session discards it
@@ -371,7 +372,7 @@ def script_results(cur: psycopg.Cursor[Any], script: str, size: int) -> Generato
             if pgconn.transaction_status == pq.TransactionStatus.ACTIVE and not in_copy:
                 cur.pgresult = None  # the chunk last read is let go before draining
                 cur._tx.set_pgresult(None, set_loaders=False)
-                conn._try_cancel()
+                cooperative.call_blocking(conn._try_cancel)
                 try:
                     conn.wait(_drain_all(pgconn))
                 except Exception:  # the connection failed meanwhile: the session discards it

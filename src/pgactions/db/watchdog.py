@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any
 
+from pgactions.db import cooperative
+
 __all__ = ["Watch", "Watchdog"]
 
 log = logging.getLogger("pgactions")
@@ -64,10 +66,13 @@ class Watchdog:
         it can never reach the next action to use this connection."""
         watch.done = True  # first: _expire re-checks it after marking itself busy
         self._active.pop(id(watch), None)
-        if watch.busy:
-            with self._cond:
-                while watch.busy:
-                    self._cond.wait()
+        if watch.busy:  # on an event loop, waited for in a thread: the cancel may take seconds
+            cooperative.call_blocking(self._quiet, watch)
+
+    def _quiet(self, watch: Watch) -> None:
+        with self._cond:
+            while watch.busy:
+                self._cond.wait()
 
     def _start(self) -> None:
         with self._start_lock:

@@ -130,7 +130,7 @@ async def _allowed(service: Service, request: Request) -> tuple[Manifest, Action
 async def run_request(service: Service, request: Request) -> Response:
     """``POST /v1/actions/{id}:run`` (also called directly by the app's Boundary, see app.py)."""
     manifest, call, principal = await _allowed(service, request)
-    raw = await read_json(request, service.config.body_bytes)
+    raw = await read_json(request, service.config.body_bytes, service.config.body_seconds)
     body = object_body(raw, RUN_FIELDS)
     inputs = body.get("inputs", {})
     if not isinstance(inputs, dict):
@@ -212,7 +212,7 @@ async def _once(service: Service, request: Request, principal: Principal, header
 
 async def _batch(service: Service, request: Request) -> Response:
     manifest, call, principal = await _allowed(service, request)
-    raw = await read_json(request, service.config.body_bytes)
+    raw = await read_json(request, service.config.body_bytes, service.config.body_seconds)
     body = object_body(raw, BATCH_FIELDS)
     items, mode = body.get("items"), body.get("mode", "independent")
     if not isinstance(items, list):
@@ -237,7 +237,7 @@ async def _batch(service: Service, request: Request) -> Response:
 async def _test(service: Service, request: Request) -> Response:
     call = _call(request, "test_connection")
     principal = call.principal = await service.who(request)
-    body = object_body(await read_json(request, service.config.body_bytes), frozenset({"connection", "connectionId"}))
+    body = object_body(await read_json(request, service.config.body_bytes, service.config.body_seconds), frozenset({"connection", "connectionId"}))
 
     def work(_cancel: threading.Event) -> Response:
         try:

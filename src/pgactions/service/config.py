@@ -35,6 +35,7 @@ class ServiceConfig:
     jwt: dict[str, Any] | None = None  # the auth.jwt block as written
     cors_origins: tuple[str, ...] = ()
     body_bytes: int = 20 * 1024 * 1024
+    body_seconds: float = 30.0
     per_connection: int | None = None
     max_result_bytes: int = 10 * 1024 * 1024
     timeout: float = 60.0
@@ -86,6 +87,7 @@ def load_config(args: argparse.Namespace) -> ServiceConfig:
         auth_enabled=auth.get("enabled", True), jwt=auth.get("jwt"),
         cors_origins=tuple(data.get("cors", {}).get("origins", ())),
         body_bytes=limits.get("bodyBytes", config.body_bytes), per_connection=limits.get("perConnection"),
+        body_seconds=float(limits.get("bodySeconds", config.body_seconds)),
         max_result_bytes=limits.get("maxResultBytes", config.max_result_bytes),
         timeout=float(limits.get("timeout", config.timeout)),
         allow_hosts=tuple(data["allowHosts"]) if "allowHosts" in data else None,

@@ -94,7 +94,7 @@ def connection_routes(service: Service) -> list[Route]:
         request.state.call = call = ActionRequest("put_connection", connection_id)
         principal = call.principal = await service.who(request)
         _may_manage(principal, connection_id)
-        given = await read_json(request, service.config.body_bytes)
+        given = await read_json(request, service.config.body_bytes, service.config.body_seconds)
         if isinstance(given, str):
             given = {"url": given}
         if not isinstance(given, dict):

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class Service:
         self._login_checked: dict[ConnectionProfile, bool] = {}
         self._gates: dict[ConnectionProfile, _Gate] = {}
         # Actions wait for the server on the event loop when greenlets are there (the server extra).
-        self.cooperative = cooperative.available()
+        self.cooperative = cooperative.available() and sys.platform != "win32"  # (no add_reader there)
         self.labels: dict[ConnectionProfile, str] = {}  # profile → metrics label (connection id or "inline")
         self.closing = False
 
@@ -185,10 +186,13 @@ class Service:
         if not principal.may_use(connection_id):
             raise ActionError("FORBIDDEN", f"this key may not use the connection {connection_id!r}",
                               extra={"connectionId": connection_id})
-        cached = self._stored.get(connection_id)
-        if cached_only and (cached is None or time.monotonic() - cached[0] >= STORED_SECONDS):
-            return None
-        spec = self._stored_spec(connection_id)
+        if cached_only:  # the spec read in the last second, or None: never the store, on the loop
+            cached = self._stored.get(connection_id)
+            if cached is None or time.monotonic() - cached[0] >= STORED_SECONDS:
+                return None
+            spec = cached[1]
+        else:
+            spec = self._stored_spec(connection_id)
         if spec is None:
             raise ActionError("UNKNOWN_CONNECTION", f"no stored connection {connection_id!r}",
                               extra={"connectionId": connection_id})
@@ -275,13 +279,14 @@ class Service:
         # this many, a request is refused at once rather than queued without bound.
         return max(4 * profile.maxConnections, 16)
 
-    async def in_thread(self, request: Request | None, work: Callable[[threading.Event], Any]) -> Any:
+    async def in_thread(self, request: Request | None, work: Callable[[threading.Event], Any],
+                        cancel: threading.Event | None = None) -> Any:
         """Run *work* in the bounded thread pool.  Cancelling the awaiting task sets the work's
-        cancel event (the runtime cancels the query on the server and rolls back); so does the
+        *cancel* event (the runtime cancels the query on the server and rolls back); so does the
         client going away, when there is a *request* to watch.  That watch starts only for work
         still running after a few milliseconds: most actions are done by then, and a task per
         request costs more than the query."""
-        cancel = threading.Event()
+        cancel = cancel or threading.Event()
         async with self.slots:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
             try:
@@ -312,17 +317,18 @@ class Service:
         action is counted already (see :meth:`run_action`)."""
         if profile is None:
             return await self.in_thread(request, lambda cancel: work(cancel, False))
+        cancel = threading.Event()  # one for both tries: a client gone meanwhile stops the second
         with self.slot(profile):
             if self.cooperative:
                 async with self._gate(profile):
                     try:
-                        return await self._on_loop(request, lambda cancel: work(cancel, True))
+                        return await self._on_loop(request, lambda event: work(event, True), cancel)
                     except WouldBlock:
                         pass  # nothing was sent to the server: run it where it may block
-            return await self.in_thread(request, lambda cancel: work(cancel, True))
+            return await self.in_thread(request, lambda event: work(event, True), cancel)
 
-    async def _on_loop(self, request: Request | None, work: Callable[[threading.Event], Any]) -> Any:
-        cancel = threading.Event()
+    async def _on_loop(self, request: Request | None, work: Callable[[threading.Event], Any],
+                       cancel: threading.Event) -> Any:
         loop = asyncio.get_running_loop()
         watchers: list[asyncio.Task[None]] = []
         timer = None

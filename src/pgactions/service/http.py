@@ -3,6 +3,7 @@ including the one error response every failure becomes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -43,24 +44,23 @@ def internal_error(request_id: str) -> dict[str, Any]:
     return make_error("INTERNAL_ERROR", f"request {request_id}")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON; larger than *limit* → REQUEST_TOO_LARGE (read no further)."""
+async def read_json(request: Request, limit: int, seconds: float = 30.0) -> Any:
+    """The body as JSON; larger than *limit* → REQUEST_TOO_LARGE (read no further); not all
+    there within *seconds* → REQUEST_TIMEOUT (a stalled client holds no more than its socket)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks, size = [], 0
-    receive = request.receive  # the ASGI messages themselves: Request.stream() costs more per call
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    # The ASGI messages themselves (Request.stream() costs more per call).  A small body is in
+    # the first message, with the headers: the clock is armed only for one that is not.
+    chunks: list[bytes] = []
+    if await _receive_body(request, chunks, limit):
+        try:
+            async with asyncio.timeout(seconds):
+                while await _receive_body(request, chunks, limit):
+                    pass
+        except TimeoutError:
+            raise ActionError("REQUEST_TIMEOUT", f"the request body did not arrive within {seconds:g} s",
+                              extra={"field": "(body)"}) from None
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw.strip():
         raise ActionError("INVALID_INPUT", "the request body is empty; send a JSON object",
@@ -71,6 +71,18 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ActionError("INVALID_INPUT", f"the request body is not valid JSON ({_short(exc)})",
                           extra={"field": "(body)"}) from None
     return value
+
+
+async def _receive_body(request: Request, chunks: list[bytes], limit: int) -> bool:
+    """One message of the body into *chunks*; whether more follows."""
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    chunk = message.get("body", b"")
+    chunks.append(chunk)
+    if sum(map(len, chunks)) > limit:
+        raise _too_large(limit)
+    return bool(message.get("more_body", False))
 
 
 def _too_large(limit: int) -> ActionError:

@@ -48,7 +48,7 @@ class Metrics:
         self._read_only = {m.id: m.read_only for m in load_manifests().values()}
 
         # (action, code) → its series, looked up once: labels() costs more than the increment.
-        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._series: dict[tuple[str, str], list[Any]] = {}
 
     def observe(self, action: str | None, code: str, seconds: float, rows: int | None) -> None:
         if code != "OK":
@@ -58,11 +58,13 @@ class Metrics:
         series = self._series.get((action, code))
         if series is None:
             direction = "read" if self._read_only.get(action, True) else "written"
-            series = self._series[(action, code)] = (self.actions.labels(action, code),
-                                                     self.duration.labels(action), self.rows.labels(action, direction))
+            series = self._series[(action, code)] = [self.actions.labels(action, code),
+                                                     self.duration.labels(action), None, direction]
         series[0].inc()
         series[1].observe(seconds)
         if rows:
+            if series[2] is None:  # made at the first rows: no series of zeros for failures
+                series[2] = self.rows.labels(action, series[3])
             series[2].inc(rows)
 
     def render(self) -> bytes:

@@ -34,16 +34,16 @@ def records_routes(service: Service) -> list[Route]:
         if method == "GET":
             call = records.table_read(target, params, prefer, accept=request.headers.get("accept"))
         elif method == "POST":
-            call = records.table_insert(target, await read_json(request, service.config.body_bytes), prefer, params)
+            call = records.table_insert(target, await read_json(request, service.config.body_bytes, service.config.body_seconds), prefer, params)
         elif method == "PATCH":
-            call = records.table_update(target, await read_json(request, service.config.body_bytes), params, prefer)
+            call = records.table_update(target, await read_json(request, service.config.body_bytes, service.config.body_seconds), params, prefer)
         else:
             call = records.table_delete(target, params, prefer)
         return await _run(service, request, call)
 
     async def rpc(request: Request) -> Response:
         await service.who(request)  # no body is read for a caller who may not send one
-        body = await read_json(request, service.config.body_bytes)
+        body = await read_json(request, service.config.body_bytes, service.config.body_seconds)
         return await _run(service, request, records.rpc(request.path_params["target"], body, "POST"))
 
     async def tables(request: Request) -> Response:

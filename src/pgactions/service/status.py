@@ -30,7 +30,8 @@ HTTP_STATUS: dict[str, int] = {
     # Who may do what.
     "UNAUTHORIZED": 401, "FORBIDDEN": 403, "PERMISSION_DENIED": 403, "READ_ONLY_VIOLATION": 403,
     # Sizes, time, load.
-    "RESULT_TOO_LARGE": 413, "REQUEST_TOO_LARGE": 413, "RATE_LIMITED": 429, "QUERY_TIMEOUT": 504,
+    "RESULT_TOO_LARGE": 413, "REQUEST_TOO_LARGE": 413, "REQUEST_TIMEOUT": 408, "RATE_LIMITED": 429,
+    "QUERY_TIMEOUT": 504,
     "CANCELLED": 499,  # the client closed the request (nginx's code): nobody reads the answer
     "INTERNAL_ERROR": 500,
     **{code: (503 if ERROR_CATALOG[code].retryable else 502) for code in CONNECTION_CODES},

@@ -77,7 +77,7 @@ def subscriptions_routes(service: Service) -> list[Route]:
         request.state.call = call = ActionRequest("create_subscription")
         principal = call.principal = await service.who(request)
         _may_manage(principal)
-        body = object_body(await read_json(request, service.config.body_bytes), _FIELDS)
+        body = object_body(await read_json(request, service.config.body_bytes, service.config.body_seconds), _FIELDS)
         for name in ("trigger", "connectionId", "url"):
             if name not in body:
                 raise ActionError("INVALID_INPUT", f"{name} is required", extra={"field": name})

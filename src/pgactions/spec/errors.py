@@ -301,6 +301,13 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "The body is larger than the service accepts (limits.bodyBytes, 20 MB by default).",
         ("Send fewer rows per request, or split the batch.",
          "Raise limits.bodyBytes in the service's configuration if larger bodies are expected.")),
+    "REQUEST_TIMEOUT": ErrorSpec(
+        "The request body did not arrive in time.",
+        "The client sent the request's headers but not its whole body within limits.bodySeconds "
+        "(30 s by default): a stalled connection or a very slow network.",
+        ("Send the request again; check the network between the client and the service.",
+         "Raise limits.bodySeconds in the service's configuration for very large bodies on slow links."),
+        retryable=True),
     "RATE_LIMITED": ErrorSpec(
         "Too many requests are running on this connection; try again shortly.",
         "The service runs at most limits.perConnection actions at once on one connection and does not "
