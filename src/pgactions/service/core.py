@@ -181,6 +181,10 @@ class Service:
         assert profile is not None
         return profile
 
+    def cached_stored_profile(self, principal: Principal, connection_id: str) -> ConnectionProfile | None:
+        """:meth:`stored_profile` for code on the event loop: None where it would read the store."""
+        return self._stored_profile(principal, connection_id, True)
+
     def _stored_profile(self, principal: Principal, connection_id: str,
                         cached_only: bool) -> ConnectionProfile | None:
         if not principal.may_use(connection_id):

@@ -80,32 +80,37 @@ async def _run(service: Service, request: Request, call: records.RecordCall) -> 
         raise ActionError("INVALID_INPUT", f"a GET may not run {manifest.id}", extra={"field": "method"})
     context = {"auth": dict(principal.pinned)}
 
-    def work(cancel: threading.Event) -> tuple[int, dict[str, str], Any]:
-        profile = service.stored_profile(principal, connection_id)
+    # Reads may wait for the server on the event loop (Service.run_work); writes run in a thread:
+    # a write followed by a count that could not wait on the loop would otherwise run twice.
+    resolved = service.cached_stored_profile(principal, connection_id) if call.read_only else None
+
+    def work(cancel: threading.Event, in_limit: bool = False) -> tuple[int, dict[str, str], Any]:
+        profile = resolved or service.stored_profile(principal, connection_id)
         try:
-            output = service.run_action(principal, manifest, profile, dict(call.inputs), context, {}, cancel).data
+            output = service.run_action(principal, manifest, profile, dict(call.inputs), context, {}, cancel,
+                                        counted=in_limit).data
             counted = None
             if call.count_call is not None and records.count_needed(call, output):
-                counted = _count(service, principal, profile, call.count_call, context, cancel)
+                counted = _count(service, principal, profile, call.count_call, context, cancel, in_limit)
         except ActionError as exc:
             raise records.column_error_to_invalid(exc, call) from None
         rows = output.get("rowCount")
         state.rows = rows if isinstance(rows, int) else None
         return records.shape_response(call, output, counted)
 
-    status, headers, body = await service.in_thread(request, work)
+    status, headers, body = await service.run_work(request, resolved, work)
     if body is None:
         return Response(status_code=status, headers=headers)
     return json_response(body, status, headers)
 
 
 def _count(service: Service, principal: Any, profile: Any, count_call: records.RecordCall,
-           context: dict[str, Any], cancel: threading.Event) -> dict[str, Any] | None:
+           context: dict[str, Any], cancel: threading.Event, in_limit: bool) -> dict[str, Any] | None:
     """``Prefer: count=exact``: the total, or None ("*") when there are too many rows to count."""
     manifest = get_manifest(count_call.action_id)
     try:
         return service.run_action(principal, manifest, profile, dict(count_call.inputs), context, {},  # type: ignore[no-any-return]
-                                  cancel).data
+                                  cancel, counted=in_limit).data
     except ActionError as exc:
         if exc.code != "RESULT_TOO_LARGE":
             raise
