@@ -186,3 +186,22 @@ def test_a_stalled_body_gets_request_timeout(tmp_path: Path) -> None:
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["error"]["code"] == "REQUEST_TIMEOUT"
     assert waited < 8  # one second's limit, not the client's patience
+
+
+def test_an_answer_too_large_to_keep_is_not_replayed_nor_run_again(tmp_path: Path, db: TestDB) -> None:
+    db.sql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    config = tmp_path / "serve.yaml"
+    config.write_text("limits:\n  idempotentBytes: 1024\n")
+    body = {"connection": db.profile, "inputs": {
+        "query": "INSERT INTO notes SELECT g, repeat('x', 100) FROM generate_series(1, 20) g RETURNING *"}}
+    with serve(tmp_path / "state", "--no-auth", "--config", str(config)) as served:
+        first = served.post("/v1/actions/execute_query:run", body, Idempotency_Key="bulk-1")
+        retry = served.post("/v1/actions/execute_query:run", body, Idempotency_Key="bulk-1")
+        small = {"connection": db.profile, "inputs": {"query": "INSERT INTO notes VALUES (99, 'short')"}}
+        kept = [served.post("/v1/actions/execute_query:run", small, Idempotency_Key="one") for _ in range(2)]
+    assert first.status_code == 200 and len(first.content) > 1024  # the first caller gets it all
+    assert first.json()["rowCount"] == 20
+    assert retry.status_code == 409 and retry.json()["error"]["code"] == "REPLAY_UNAVAILABLE"
+    assert retry.json()["error"]["status"] == 200 and retry.headers.get("idempotent-replayed") == "true"
+    assert db.sql("SELECT count(*) FROM notes WHERE id <= 20") == [(20,)]  # ran once
+    assert [r.status_code for r in kept] == [200, 200] and kept[1].content == kept[0].content

@@ -23,7 +23,8 @@ from pgactions.runtime import ActionResult
 from pgactions.service.core import ActionRequest, Service
 from pgactions.service.http import error_response, json_response, object_body, read_json
 from pgactions.service.principal import Principal
-from pgactions.spec.errors import ActionError
+from pgactions.service.status import http_status
+from pgactions.spec.errors import ActionError, make_error
 from pgactions.spec.manifests import Manifest, get_manifest, load_manifests
 
 __all__ = ["action_routes", "run_request"]
@@ -203,8 +204,16 @@ async def _once(service: Service, request: Request, principal: Principal, header
         await service.in_thread(request, lambda _c: service.store.release_idempotency(key))
         raise
 
+    answer, status = bytes(response.body), response.status_code
+    if len(answer) > service.config.idempotent_bytes:  # not kept: a retry learns it ran, not what it said
+        status, answer = http_status("REPLAY_UNAVAILABLE"), orjson.dumps({"error": make_error(
+            "REPLAY_UNAVAILABLE", f"its answer had {len(answer):,} bytes (the most kept is "
+                                  f"{service.config.idempotent_bytes:,}); the action ran once (status "
+                                  f"{response.status_code}) and does not run again",
+            extra={"field": "Idempotency-Key", "status": response.status_code})})
+
     def finish(_cancel: threading.Event) -> None:
-        service.store.finish_idempotency(key, response.status_code, bytes(response.body), {})
+        service.store.finish_idempotency(key, status, answer, {})
 
     await service.in_thread(request, finish)
     return response

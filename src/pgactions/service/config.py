@@ -36,6 +36,7 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     body_bytes: int = 20 * 1024 * 1024
     body_seconds: float = 30.0
+    idempotent_bytes: int = 1024 * 1024
     per_connection: int | None = None
     max_result_bytes: int = 10 * 1024 * 1024
     timeout: float = 60.0
@@ -88,6 +89,7 @@ def load_config(args: argparse.Namespace) -> ServiceConfig:
         cors_origins=tuple(data.get("cors", {}).get("origins", ())),
         body_bytes=limits.get("bodyBytes", config.body_bytes), per_connection=limits.get("perConnection"),
         body_seconds=float(limits.get("bodySeconds", config.body_seconds)),
+        idempotent_bytes=limits.get("idempotentBytes", config.idempotent_bytes),
         max_result_bytes=limits.get("maxResultBytes", config.max_result_bytes),
         timeout=float(limits.get("timeout", config.timeout)),
         allow_hosts=tuple(data["allowHosts"]) if "allowHosts" in data else None,

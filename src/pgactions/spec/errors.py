@@ -301,6 +301,12 @@ ERROR_CATALOG: dict[str, ErrorSpec] = {
         "The body is larger than the service accepts (limits.bodyBytes, 20 MB by default).",
         ("Send fewer rows per request, or split the batch.",
          "Raise limits.bodyBytes in the service's configuration if larger bodies are expected.")),
+    "REPLAY_UNAVAILABLE": ErrorSpec(
+        "The first request with this Idempotency-Key ran, but its answer was too large to keep.",
+        "Answers larger than limits.idempotentBytes (1 MB by default) are not stored for retries. The "
+        "first request did its work once; a retry with the same key does not run it again.",
+        ("Read the outcome with a query (query_rows, find_rows) instead of retrying.",
+         "Ask for a smaller answer (fewer returned columns or rows), or raise limits.idempotentBytes.")),
     "REQUEST_TIMEOUT": ErrorSpec(
         "The request body did not arrive in time.",
         "The client sent the request's headers but not its whole body within limits.bodySeconds "
