@@ -47,7 +47,8 @@ def action_routes(service: Service) -> list[Route]:
         return json_response(get_manifest(request.path_params["action"]).describe())
 
     async def run(request: Request) -> Response:
-        return await run_request(service, request)
+        answer = await run_request(service, request)
+        return json_response(answer) if isinstance(answer, bytes) else answer
 
     async def batch(request: Request) -> Response:
         return await _batch(service, request)
@@ -66,7 +67,7 @@ def action_routes(service: Service) -> list[Route]:
 
 def _call(request: Request, action_id: str) -> ActionRequest:
     call = ActionRequest(action_id)
-    request.state.call = call  # the access log and the metrics read it
+    request.scope["state"]["call"] = call  # the access log and the metrics read it (Boundary)
     return call
 
 
@@ -128,8 +129,9 @@ async def _allowed(service: Service, request: Request) -> tuple[Manifest, Action
     return manifest, call, principal
 
 
-async def run_request(service: Service, request: Request) -> Response:
-    """``POST /v1/actions/{id}:run`` (also called directly by the app's Boundary, see app.py)."""
+async def run_request(service: Service, request: Request) -> Response | bytes:
+    """``POST /v1/actions/{id}:run`` (also called directly by the app's Boundary, see app.py):
+    the action's JSON (bytes, status 200), or a response (an idempotent replay)."""
     manifest, call, principal = await _allowed(service, request)
     raw = await read_json(request, service.config.body_bytes, service.config.body_seconds)
     body = object_body(raw, RUN_FIELDS)
@@ -144,16 +146,16 @@ async def run_request(service: Service, request: Request) -> Response:
 
     resolved = None if idempotent else service.cached_connection(principal, body)
 
-    def work(cancel: threading.Event, counted: bool = False) -> Response:
+    def work(cancel: threading.Event, counted: bool = False) -> bytes:
         profile, call.connection_id = resolved or service.resolve_connection(principal, body)
         result = service.run_action(principal, manifest, profile, inputs, context, options, cancel,
                                     flow=body.get("flow"), step=_step(body, request), counted=counted)
-        return _ok(call, result)
+        return _rows_counted(call, result)
 
     if not idempotent:
         return await service.run_work(request, resolved[0] if resolved else None, work)  # type: ignore[no-any-return]
     assert key is not None
-    return await _once(service, request, principal, key, raw, work)
+    return await _once(service, request, principal, key, raw, lambda cancel: json_response(work(cancel)))
 
 
 def _step(body: dict[str, Any], request: Request) -> str | None:
@@ -161,16 +163,22 @@ def _step(body: dict[str, Any], request: Request) -> str | None:
     (it sent X-Request-Id, a flow or a step), the request id, so a DBA can find the request in
     pg_stat_activity.  Untraced calls keep a constant application_name: a new one per request
     costs a round trip to the server before every action (bench/README.md, the service section)."""
-    step, request_id = body.get("step"), request.state.request_id
-    if not (request.state.request_id_given or step is not None or body.get("flow") is not None):
+    state = request.scope["state"]
+    step, request_id = body.get("step"), state["request_id"]
+    if not (state["request_id_given"] or step is not None or body.get("flow") is not None):
         return None
     return f"{step} req={request_id}" if step is not None else f"req={request_id}"
 
 
-def _ok(call: ActionRequest, result: ActionResult) -> Response:
+def _rows_counted(call: ActionRequest, result: ActionResult) -> bytes:
+    """The output, its rowCount noted for the access log and the metrics."""
     found = _ROW_COUNT.search(result.json, max(0, len(result.json) - 4096))
     call.rows = int(found.group(1)) if found else None
-    return json_response(result.json)
+    return result.json
+
+
+def _ok(call: ActionRequest, result: ActionResult) -> Response:
+    return json_response(_rows_counted(call, result))
 
 
 async def _once(service: Service, request: Request, principal: Principal, header: str, raw: Any,

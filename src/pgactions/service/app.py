@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -121,7 +121,7 @@ def create_app(config: ServiceConfig, store: StateStore | None = None) -> Starle
     # The hot route skips Starlette's middleware stack, router and exception layers (its handler
     # is the same function the route calls); not when CORS is on: CORS must see every request.
     if not config.cors_origins:
-        app.direct = Boundary(app.router, metrics, direct_run=_direct_run(service))
+        app.direct = Boundary(app.router, metrics, direct_run=service)
     app.state.service = service
     app.state.metrics = metrics
     return app
@@ -231,15 +231,6 @@ class ServiceApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _direct_run(service: Service) -> Callable[[Request], Awaitable[Response]]:
-    from pgactions.service.actions_api import run_request
-
-    async def run(request: Request) -> Response:
-        return await run_request(service, request)
-
-    return run
-
-
 # POST /v1/actions/{id}:run, the route flows call most: answered by Boundary directly.
 _RUN_PATH = re.compile(r"^/v1/actions/([^/:]+):run$")
 
@@ -247,11 +238,10 @@ _RUN_PATH = re.compile(r"^/v1/actions/([^/:]+):run$")
 class Boundary:
     """Outermost: gives each request an id (``X-Request-Id``, the caller's if it is a plain token),
     times it, turns any unexpected exception into INTERNAL_ERROR, writes the access log line and
-    the metrics.  With *direct_run*, ``POST /v1/actions/{id}:run`` goes straight to that handler
-    (see :class:`ServiceApp`); any other request goes on to *app*."""
+    the metrics.  With *direct_run* (the service), ``POST /v1/actions/{id}:run`` goes straight to
+    its handler (see :class:`ServiceApp`); any other request goes on to *app*."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics,
-                 direct_run: Callable[[Request], Awaitable[Response]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, direct_run: Service | None = None) -> None:
         self.app, self.metrics, self.direct_run = app, metrics, direct_run
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -279,7 +269,16 @@ class Boundary:
         try:
             direct = self.direct_run and scope["method"] == "POST" and _RUN_PATH.match(scope["path"])
             if direct:
-                await self._run(direct.group(1), scope, receive, send_with_id)
+                answer = await self._run(direct.group(1), scope, receive)
+                if isinstance(answer, bytes):  # the usual answer: two messages, no Response object
+                    status = 200
+                    await send({"type": "http.response.start", "status": 200, "headers": [
+                        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer)),
+                        (b"x-request-id", request_id.encode())]})
+                    sent = True
+                    await send({"type": "http.response.body", "body": answer})
+                else:
+                    await answer(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except ClientDisconnect:  # gone while sending its body: nobody to answer
@@ -293,15 +292,16 @@ class Boundary:
                 await response(scope, receive, send_with_id)
         self._account(scope, state, status, time.perf_counter() - started, request_id)
 
-    async def _run(self, action: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(self, action: str, scope: Scope, receive: Receive) -> Response | bytes:
+        from pgactions.service.actions_api import run_request
+
         scope["path_params"] = {"action": action}
         assert self.direct_run is not None
         try:
-            response = await self.direct_run(Request(scope, receive))
+            return await run_request(self.direct_run, Request(scope, receive))
         except ActionError as exc:  # as the app's exception handler (_action_error) answers it
             scope["state"]["code"] = exc.code
-            response = error_response(exc.payload)
-        await response(scope, receive, send)
+            return error_response(exc.payload)
 
     def _account(self, scope: Scope, state: dict[str, Any], status: int, seconds: float, request_id: str) -> None:
         call = state.get("call")

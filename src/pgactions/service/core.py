@@ -75,7 +75,7 @@ class Service:
         self._stored: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self._running: dict[ConnectionProfile, int] = {}
-        self._vetted: dict[str, tuple[float, ConnectionProfile]] = {}
+        self._vetted: dict[str | bytes, tuple[float, ConnectionProfile]] = {}
         self._login_checked: dict[ConnectionProfile, bool] = {}
         self._gates: dict[ConnectionProfile, _Gate] = {}
         # Actions wait for the server on the event loop when greenlets are there (the server extra).
@@ -237,11 +237,12 @@ class Service:
         rather than resolve names (which blocks)."""
         from pgactions.service.untrusted import vet_profile
 
+        key: str | bytes
         if isinstance(spec, str):
             key = spec
-        else:
+        else:  # (keys in the order given: the same profile spelt in another order is vetted again)
             try:
-                key = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS).decode()
+                key = orjson.dumps(spec)
             except TypeError:  # an integer past 64 bits: the profile's validation will refuse it
                 key = json.dumps(spec, sort_keys=True, default=str)
         now = time.monotonic()
@@ -325,27 +326,22 @@ class Service:
         with self.slot(profile):
             if self.cooperative:
                 async with self._gate(profile):
+                    loop = asyncio.get_running_loop()
+                    watchers: list[asyncio.Task[None]] = []
+                    timer = None
+                    if request is not None:  # as in_thread: watch for the client leaving, once it takes a while
+                        timer = loop.call_later(WATCH_AFTER_SECONDS, lambda: watchers.append(
+                            loop.create_task(_watch_disconnect(request, cancel))))
                     try:
-                        return await self._on_loop(request, lambda event: work(event, True), cancel)
+                        return await drive(work, cancel, True, cancel=cancel)
                     except WouldBlock:
                         pass  # nothing was sent to the server: run it where it may block
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
+                        for watcher in watchers:
+                            watcher.cancel()
             return await self.in_thread(request, lambda event: work(event, True), cancel)
-
-    async def _on_loop(self, request: Request | None, work: Callable[[threading.Event], Any],
-                       cancel: threading.Event) -> Any:
-        loop = asyncio.get_running_loop()
-        watchers: list[asyncio.Task[None]] = []
-        timer = None
-        if request is not None:  # as in_thread: watch for the client leaving once the work takes a while
-            timer = loop.call_later(WATCH_AFTER_SECONDS, lambda: watchers.append(
-                loop.create_task(_watch_disconnect(request, cancel))))
-        try:
-            return await drive(work, cancel, cancel=cancel)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            for watcher in watchers:
-                watcher.cancel()
 
     def _gate(self, profile: ConnectionProfile) -> _Gate:
         gate = self._gates.get(profile)
