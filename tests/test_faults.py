@@ -15,6 +15,7 @@ once the server is back, the same Runtime — without a restart of it — runs e
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -238,6 +240,58 @@ def test_a_frozen_backend_times_out_and_the_runtime_goes_on(target: Target) -> N
     assert freezer.pid not in target.backends()
 
 
+def test_a_frozen_backend_under_an_action_on_an_event_loop(target: Target) -> None:
+    """As above, with the action waiting on an asyncio loop, as ``pgactions serve`` runs it
+    (pgactions.db.cooperative): the watchdog still ends it with QUERY_TIMEOUT, and the loop is
+    never held meanwhile — a ticker on the same loop keeps ticking through the freeze."""
+    from pgactions.db.cooperative import available, drive
+
+    if not available():
+        pytest.skip("greenlet (the server extra) is not installed")
+    profile = target.profile()
+    freezer = Freezer()
+    with Runtime() as runtime:
+        # Warm: the loop uses an idle pooled connection (opening one would go to a thread).
+        assert runtime.run("query_rows", profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
+
+        def freeze_it() -> None:
+            pid = target.wait_for_backend("fault_marker")
+            if pid is not None:
+                freezer.freeze(pid)
+
+        freezing = threading.Thread(target=freeze_it)
+        freezing.start()
+        ticks: list[float] = []
+
+        async def main() -> Any:
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(0.05)
+                    ticks.append(time.monotonic())
+
+            ticker = asyncio.ensure_future(tick())
+            try:
+                return await drive(lambda: coded(lambda: runtime.run("query_rows", profile, {
+                    "query": "SELECT 'fault_marker' AS m, pg_sleep(30)", "timeout": 2})))
+            finally:
+                ticker.cancel()
+
+        action = Bounded(lambda: asyncio.run(main()))
+        try:
+            ended_in_time = action.wait(15)
+        finally:
+            freezing.join()
+            freezer.thaw()
+        _, error = action.result()
+        assert ended_in_time, "the action did not end within 15 s of a frozen backend"
+        assert freezer.pid is not None, "the backend was never seen running the statement"
+        assert error is not None and error.code == "QUERY_TIMEOUT", error and error.payload
+        gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+        assert len(ticks) >= 20 and max(gaps) < 1.0  # ticking all along: the loop was never held
+        data = runtime.run("query_rows", profile, {"query": "SELECT pg_backend_pid() AS pid"}).data
+        assert data["rows"][0]["pid"] != freezer.pid
+
+
 def test_a_backend_frozen_between_actions_fails_the_write_and_writes_nothing(target: Target) -> None:
     """The pooled connection's backend is frozen while idle; the next action (a write) is stuck on
     it: QUERY_TIMEOUT, and once thawed the server has committed nothing of it."""
@@ -367,6 +421,62 @@ def test_a_series_goes_on_across_a_server_restart(target: Target, cycles: int) -
     assert [o for o in while_up if o.code is not None] == [], "actions failed while the server was up"
     assert any(o.started >= spans[-1][1] for o in while_up), "no action ran after the restart"
     assert sum(o.code is None for o in outcomes) > 20
+
+
+def test_the_service_goes_on_across_a_server_restart(target: Target, tmp_path: Path) -> None:
+    """16 HTTP callers of ``pgactions serve`` (warm pools: their actions wait on the event loop)
+    while the database is stopped and started: during the outage only connection codes with
+    502/503 — never a 500 — and /healthz answers; every call begun once it is back succeeds."""
+    import httpx
+
+    from .serving import serve
+
+    profile = target.profile()
+    outcomes: list[tuple[float, float, int, str | None]] = []
+    health: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    with serve(tmp_path / "state", "--no-auth") as served:
+        def caller(worker: int) -> None:
+            with httpx.Client(base_url=served.base_url, timeout=60) as client:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    started = time.monotonic()
+                    answer = client.post("/v1/actions/query_rows:run", json={
+                        "connection": profile, "inputs": {"query": "SELECT $1::text AS tag", "parameters": [f"{worker}-{n}"]}})
+                    body = answer.json()
+                    code = None if answer.status_code == 200 and body["rows"] == [{"tag": f"{worker}-{n}"}] \
+                        else str(body.get("error", {}).get("code", body))
+                    with lock:
+                        outcomes.append((started, time.monotonic(), answer.status_code, code))
+
+        callers = [threading.Thread(target=caller, args=(w,)) for w in range(16)]
+        for thread in callers:
+            thread.start()
+        try:
+            time.sleep(1.5)
+            down = time.monotonic()
+            stop_server(target.server)
+            for _ in range(5):
+                health.append(served.client.get("/healthz", timeout=5).status_code)
+                time.sleep(0.2)
+            start_server(target.server)
+            up = time.monotonic()
+            time.sleep(2.0)
+        finally:
+            stop.set()
+            for thread in callers:
+                thread.join(90)
+    assert not any(thread.is_alive() for thread in callers), "a caller is stuck"
+    failures = [o for o in outcomes if o[3] is not None]
+    assert failures, "no call noticed the outage"
+    assert {(status, code) for _, _, status, code in failures} <= {
+        (status, code) for status in (502, 503) for code in CONNECTION_CODES}, sorted({o[2:] for o in failures})
+    assert all(started <= up and ended >= down for started, ended, _, _ in failures)
+    after = [o for o in outcomes if o[0] >= up]
+    assert after and all(o[3] is None for o in after), "calls failed once the server was back"
+    assert sum(o[0] < down for o in outcomes) > 50 and health == [200] * 5
 
 
 def test_first_action_after_a_restart_succeeds_with_every_pooled_session_touched(target: Target) -> None:
