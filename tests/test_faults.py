@@ -165,6 +165,17 @@ class Freezer:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGCONT)
 
+    def freeze_when_running(self, target: Target, marker: str) -> threading.Thread:
+        """A thread that freezes the target's backend once it runs a query holding *marker*."""
+        def freeze_it() -> None:
+            pid = target.wait_for_backend(marker)
+            if pid is not None:
+                self.freeze(pid)
+
+        thread = threading.Thread(target=freeze_it)
+        thread.start()
+        return thread
+
 
 class Bounded:
     """Run *fn* in a thread, so that a broken watchdog fails the test instead of hanging it."""
@@ -195,6 +206,22 @@ class Bounded:
         return self.value
 
 
+def _frozen_run(act: Callable[[], Any], freezing: threading.Thread,
+                freezer: Freezer) -> tuple[Bounded, ActionError | None]:
+    """*act* (returning ``coded(…)``) while *freezing* freezes its backend; thawed whatever
+    happened.  It must end within 15 s, and the backend must have been seen and frozen."""
+    action = Bounded(act)
+    try:
+        ended_in_time = action.wait(15)
+    finally:
+        freezing.join()
+        freezer.thaw()
+    _, error = action.result()
+    assert ended_in_time, "the action did not end within 15 s of a frozen backend"
+    assert freezer.pid is not None, "the backend was never seen running the statement"
+    return action, error
+
+
 def test_a_frozen_backend_times_out_and_the_runtime_goes_on(target: Target) -> None:
     """The backend running the action is frozen mid-statement: the server's own statement_timeout
     cannot fire, so the client-side watchdog must end the action: QUERY_TIMEOUT, bounded."""
@@ -203,13 +230,7 @@ def test_a_frozen_backend_times_out_and_the_runtime_goes_on(target: Target) -> N
     with Runtime() as runtime:
         assert runtime.run("query_rows", profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
 
-        def freeze_it() -> None:
-            pid = target.wait_for_backend("fault_marker")
-            if pid is not None:
-                freezer.freeze(pid)
-
-        freezing = threading.Thread(target=freeze_it)
-        freezing.start()
+        freezing = freezer.freeze_when_running(target, "fault_marker")
         state_at_answer: list[str | None] = []
 
         def act() -> Any:
@@ -218,15 +239,7 @@ def test_a_frozen_backend_times_out_and_the_runtime_goes_on(target: Target) -> N
             state_at_answer.append(_process_state(freezer.pid) if freezer.pid else None)
             return outcome
 
-        action = Bounded(act)
-        try:
-            ended_in_time = action.wait(15)
-        finally:
-            freezing.join()
-            freezer.thaw()
-        _, error = action.result()
-        assert ended_in_time, "the action did not end within 15 s of a frozen backend"
-        assert freezer.pid is not None, "the backend was never seen running the statement"
+        action, error = _frozen_run(act, freezing, freezer)
         assert state_at_answer == ["T"], "the backend was not frozen when the action answered"
         assert error is not None and error.code == "QUERY_TIMEOUT", error and error.payload
         assert action.elapsed is not None and action.elapsed >= 2
@@ -254,13 +267,7 @@ def test_a_frozen_backend_under_an_action_on_an_event_loop(target: Target) -> No
         # Warm: the loop uses an idle pooled connection (opening one would go to a thread).
         assert runtime.run("query_rows", profile, {"query": "SELECT 1 AS ok"}).data["rows"] == [{"ok": 1}]
 
-        def freeze_it() -> None:
-            pid = target.wait_for_backend("fault_marker")
-            if pid is not None:
-                freezer.freeze(pid)
-
-        freezing = threading.Thread(target=freeze_it)
-        freezing.start()
+        freezing = freezer.freeze_when_running(target, "fault_marker")
         ticks: list[float] = []
 
         async def main() -> Any:
@@ -276,15 +283,7 @@ def test_a_frozen_backend_under_an_action_on_an_event_loop(target: Target) -> No
             finally:
                 ticker.cancel()
 
-        action = Bounded(lambda: asyncio.run(main()))
-        try:
-            ended_in_time = action.wait(15)
-        finally:
-            freezing.join()
-            freezer.thaw()
-        _, error = action.result()
-        assert ended_in_time, "the action did not end within 15 s of a frozen backend"
-        assert freezer.pid is not None, "the backend was never seen running the statement"
+        _, error = _frozen_run(lambda: asyncio.run(main()), freezing, freezer)
         assert error is not None and error.code == "QUERY_TIMEOUT", error and error.payload
         gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
         assert len(ticks) >= 20 and max(gaps) < 1.0  # ticking all along: the loop was never held

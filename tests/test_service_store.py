@@ -315,8 +315,30 @@ def test_postgres_store_migrates_once_when_processes_start_together(state_db: st
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     with psycopg.connect(state_db) as conn:
-        assert conn.execute(f"SELECT version FROM {schema}.schema_version").fetchall() == [(1,)]
+        assert conn.execute(f"SELECT version FROM {schema}.schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
     PostgresStore(state_db, Keyring(secret_key), schema=schema).close()  # and again: nothing to do
+
+
+@pytest.mark.parametrize("had_subscriptions", [False, True])
+def test_postgres_store_moves_an_older_schema_up(state_db: str, schema: str, secret_key: str,
+                                                 had_subscriptions: bool) -> None:
+    """A store at version 1 — with or without the subscriptions table an earlier release created
+    outside the numbered migrations — is moved to version 2 and keeps what it holds."""
+    store = PostgresStore(state_db, Keyring(secret_key), schema=schema)
+    store.put_connection("main", PROFILE)
+    store.close()
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {schema}.schema_version WHERE version > 1")
+        if not had_subscriptions:
+            conn.execute(f"DROP TABLE {schema}.subscriptions")
+    store = PostgresStore(state_db, Keyring(secret_key), schema=schema)
+    try:
+        assert store.get_connection("main") == PROFILE
+        with psycopg.connect(state_db) as conn:
+            assert conn.execute(f"SELECT version FROM {schema}.schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
+            assert conn.execute(f"SELECT count(*) FROM {schema}.subscriptions").fetchone() == (0,)
+    finally:
+        store.close()
 
 
 def test_postgres_store_reconnects_after_its_connection_is_killed(state_db: str, schema: str,

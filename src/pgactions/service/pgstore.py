@@ -68,15 +68,14 @@ _MIGRATIONS: tuple[str, ...] = (
         record jsonb NOT NULL);
     CREATE INDEX ON {s}.idempotency (created);
     """,
-)
-
-# Tables added later, created when missing by every start (under the migration lock).  Additive
-# only: a table here is never changed; a change to one needs a numbered migration above.
-_ADDED_TABLES: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS {s}.subscriptions (
+    # 2: trigger subscriptions.  IF NOT EXISTS: stores started by an earlier version created it
+    # outside the numbered migrations.
+    """
+    CREATE TABLE IF NOT EXISTS {s}.subscriptions (
         id text PRIMARY KEY,
         record jsonb NOT NULL,
-        created timestamptz NOT NULL DEFAULT now())""",
+        created timestamptz NOT NULL DEFAULT now());
+    """,
 )
 
 
@@ -139,8 +138,6 @@ class PostgresStore:
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(self._q(statement))
             conn.execute(self._q("INSERT INTO {s}.schema_version (version) VALUES (%s)"), [version])
-        for statement in _ADDED_TABLES:
-            conn.execute(self._q(statement))
 
     # -- connections ------------------------------------------------------------------------------
 
