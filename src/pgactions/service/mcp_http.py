@@ -138,14 +138,16 @@ class _ServiceBackend:
         state["call"] = call  # the access log and the metrics read it
         step = f"{manifest.id} req={state.get('request_id')}"
 
-        def work(cancel: threading.Event) -> ActionResult:
-            service.check_action(principal, manifest)
-            profile = service.stored_profile(principal, connection_id)
+        def work(cancel: threading.Event, counted: bool = False) -> ActionResult:
+            profile = resolved or service.stored_profile(principal, connection_id)
             return service.run_action(principal, manifest, profile, inputs, {"auth": dict(principal.pinned)}, {},
-                                      cancel, flow="mcp", step=step)
+                                      cancel, flow="mcp", step=step, counted=counted)
 
         try:
-            result: ActionResult = await service.in_pool(work)
+            service.check_action(principal, manifest)
+            # On the event loop when the stored profile is at hand (as :run), else in a thread.
+            resolved = service.cached_stored_profile(principal, connection_id)
+            result: ActionResult = await service.run_work(None, resolved, work)
         except ActionError as exc:
             call.code = exc.code
             raise
