@@ -185,8 +185,9 @@ def test_a_late_commit_is_delivered_once_by_the_look_back(runtime: Runtime, db, 
 
 def test_a_late_commit_during_catch_up_is_delivered_once(runtime: Runtime, db, mocker: Any) -> None:
     """While a backlog is read (every round a full batch), the look-back runs every few rounds
-    rather than every round — before the rows delivered since fill half its window — and a row
-    that commits late behind the position meanwhile is still delivered, once."""
+    rather than every round — before the rows delivered since fill half its window — and rows
+    that commit late behind the position meanwhile, more than a batch of them, are still
+    delivered, once."""
     db.sql("CREATE TABLE t (id int PRIMARY KEY, who text)")
     db.sql("INSERT INTO t SELECT g, 'backlog' FROM generate_series(2, 1000, 2) g")  # even ids: 500 rows
     spy = mocker.spy(runtime, "run")
@@ -195,7 +196,8 @@ def test_a_late_commit_during_catch_up_is_delivered_once(runtime: Runtime, db, m
                            "lookBackSeconds": 30}, None, max_seen=100)
     delivered = _ids(_drain(source, 5))  # 50 rows, up to id 100
     assert delivered == list(range(2, 101, 2))
-    db.sql("INSERT INTO t VALUES (95, 'late')")  # behind the position, as a late commit lands
+    # Behind the position, as late commits land: more than a batch of them (25, batches of 10).
+    db.sql("INSERT INTO t SELECT g, 'late' FROM generate_series(51, 99, 2) g")
     rounds = 0
     while True:
         events = source.poll(0).events
@@ -203,8 +205,8 @@ def test_a_late_commit_during_catch_up_is_delivered_once(runtime: Runtime, db, m
         if not events:
             break
         delivered += _ids(events)
-    assert sorted(delivered) == sorted(list(range(2, 1001, 2)) + [95])
-    assert len(delivered) == len(set(delivered)) == 501  # each once
+    assert sorted(delivered) == sorted(list(range(2, 1001, 2)) + list(range(51, 100, 2)))
+    assert len(delivered) == len(set(delivered)) == 525  # each once
     key_reads = [c for c in spy.call_args_list
                  if c.args[0] == "find_rows" and c.args[2]["orderBy"][0]["direction"] == "desc"]
     assert len(key_reads) < rounds / 2  # the look-back skipped most catch-up rounds

@@ -110,60 +110,67 @@ async def drive(fn: Callable[..., T], *args: Any, cancel: threading.Event | None
     this loop's.  Returns its result or raises its exception (:class:`WouldBlock` included).
 
     Cancelling the awaiting task sets *cancel* (the runtime then cancels the query on the server
-    and rolls back) and lets the action run to its end before the cancellation goes on: a greenlet
-    is never abandoned half-way with a connection checked out."""
+    and rolls back) and raises at once, as a thread's caller would: the action finishes in a task
+    of its own (:func:`_finish_apart`), so a greenlet is never left half-way with a connection
+    checked out, and a caller cancelled again and again (anyio's cancel scopes) never spins."""
     loop = asyncio.get_running_loop()
     child = LoopGreenlet(fn)
     request = child.switch(*args)
-    cancelled = False
     while not child.dead:
-        ready: int | None = 0
-        if isinstance(request, concurrent.futures.Future):  # call_blocking(): wait for its thread
-            cancelled = await _settled(request, cancel) or cancelled
-            ready = None
-        else:
-            fileno, state = request
-        while ready == 0:
-            future = loop.create_future()
-            if state & _R:
-                loop.add_reader(fileno, _wake, future, _R)
-            if state & _W:
-                loop.add_writer(fileno, _wake, future, _W)
-            try:
-                ready = await future
-            except asyncio.CancelledError:
-                # Wait on: the query ends (cancelled on the server) and the connection goes back.
-                cancelled = True
-                if cancel is not None:
-                    cancel.set()
-            finally:
-                if state & _R:
-                    loop.remove_reader(fileno)
-                if state & _W:
-                    loop.remove_writer(fileno)
         try:
-            request = child.switch(ready)
-        except BaseException:
-            if cancelled:  # the action ended as CANCELLED: the awaiting task's cancellation goes on
-                raise asyncio.CancelledError from None
+            ready = await _ready(loop, request)
+        except asyncio.CancelledError:
+            if cancel is not None:
+                cancel.set()
+            _finish_apart(loop, child, request)
             raise
-    if cancelled:
-        raise asyncio.CancelledError
+        request = child.switch(ready)
     return request  # type: ignore[no-any-return]
 
 
-async def _settled(future: concurrent.futures.Future[Any], cancel: threading.Event | None) -> bool:
-    """Wait for *future* (not for its result); whether the awaiting task was cancelled meanwhile."""
-    wrapped = asyncio.wrap_future(future)
-    cancelled = False
-    while not wrapped.done():
+# Greenlets of cancelled callers, finishing (a task is kept only weakly by the loop).
+_APART: set[asyncio.Task[None]] = set()
+
+
+def _finish_apart(loop: asyncio.AbstractEventLoop, child: Any, request: Any) -> None:
+    task = loop.create_task(_finish(loop, child, request))
+    _APART.add(task)
+    task.add_done_callback(_APART.discard)
+
+
+async def _finish(loop: asyncio.AbstractEventLoop, child: Any, request: Any) -> None:
+    """Drive a cancelled caller's greenlet to its end — its query cancelled on the server, its
+    transaction rolled back, its connection back in the pool.  Its outcome has nobody to go to."""
+    while not child.dead:
         try:
-            await asyncio.wait([wrapped])
-        except asyncio.CancelledError:
-            cancelled = True
-            if cancel is not None:
-                cancel.set()
-    return cancelled
+            ready = await _ready(loop, request)
+        except asyncio.CancelledError:  # the loop is shutting down: finish all the same
+            continue
+        try:
+            request = child.switch(ready)
+        except BaseException:  # the action's own error (CANCELLED): nobody waits for it
+            return
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, request: Any) -> int | None:
+    """What the greenlet waits for: its socket ready (the Ready value to send it), or the thread
+    of a :func:`call_blocking` done (None)."""
+    if isinstance(request, concurrent.futures.Future):
+        await asyncio.wait([asyncio.wrap_future(request)])
+        return None
+    fileno, state = request
+    future = loop.create_future()
+    if state & _R:
+        loop.add_reader(fileno, _wake, future, _R)
+    if state & _W:
+        loop.add_writer(fileno, _wake, future, _W)
+    try:
+        return await future
+    finally:
+        if state & _R:
+            loop.remove_reader(fileno)
+        if state & _W:
+            loop.remove_writer(fileno)
 
 
 def _wake(future: asyncio.Future[int], ready: int) -> None:

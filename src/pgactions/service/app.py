@@ -271,11 +271,10 @@ class Boundary:
             if direct:
                 answer = await self._run(direct.group(1), scope, receive)
                 if isinstance(answer, bytes):  # the usual answer: two messages, no Response object
-                    status = 200
+                    status, sent = 200, True
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer)),
                         (b"x-request-id", request_id.encode())]})
-                    sent = True
                     await send({"type": "http.response.body", "body": answer})
                 else:
                     await answer(scope, receive, send_with_id)

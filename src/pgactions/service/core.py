@@ -351,11 +351,6 @@ class Service:
             gate = self._gates[profile] = _Gate(profile.maxConnections)
         return gate
 
-    async def in_pool(self, work: Callable[[threading.Event], Any]) -> Any:
-        """*work* in the bounded thread pool, for callers with no HTTP request of their own to
-        watch (MCP tool calls)."""
-        return await self.in_thread(None, work)
-
     def run_action(self, principal: Principal, manifest: Manifest, profile: ConnectionProfile,
                    inputs: dict[str, Any], context: dict[str, Any], options: dict[str, Any],
                    cancel: threading.Event, flow: Any = None, step: Any = None, counted: bool = False) -> ActionResult:

@@ -50,17 +50,42 @@ async def read_json(request: Request, limit: int, seconds: float = 30.0) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    # The ASGI messages themselves (Request.stream() costs more per call).  A small body is in
-    # the first message, with the headers: the clock is armed only for one that is not.
+    # The ASGI messages themselves (Request.stream() costs more per call), under one clock from
+    # the first: a client that sends the headers and then nothing, or a trickle, holds no more
+    # than its socket for *seconds*.  (A timer on the task, not asyncio.timeout: Python 3.10.)
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    clock = asyncio.get_running_loop().call_later(seconds, expire)
     chunks: list[bytes] = []
-    if await _receive_body(request, chunks, limit):
-        try:
-            async with asyncio.timeout(seconds):
-                while await _receive_body(request, chunks, limit):
-                    pass
-        except TimeoutError:
-            raise ActionError("REQUEST_TIMEOUT", f"the request body did not arrive within {seconds:g} s",
-                              extra={"field": "(body)"}) from None
+    size = 0
+    try:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        if hasattr(task, "uncancel"):  # 3.11+: this cancellation is handled here
+            task.uncancel()
+        raise ActionError("REQUEST_TIMEOUT", f"the request body did not arrive within {seconds:g} s",
+                          extra={"field": "(body)"}) from None
+    finally:
+        clock.cancel()
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw.strip():
         raise ActionError("INVALID_INPUT", "the request body is empty; send a JSON object",
@@ -71,18 +96,6 @@ async def read_json(request: Request, limit: int, seconds: float = 30.0) -> Any:
         raise ActionError("INVALID_INPUT", f"the request body is not valid JSON ({_short(exc)})",
                           extra={"field": "(body)"}) from None
     return value
-
-
-async def _receive_body(request: Request, chunks: list[bytes], limit: int) -> bool:
-    """One message of the body into *chunks*; whether more follows."""
-    message = await request.receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnect
-    chunk = message.get("body", b"")
-    chunks.append(chunk)
-    if sum(map(len, chunks)) > limit:
-        raise _too_large(limit)
-    return bool(message.get("more_body", False))
 
 
 def _too_large(limit: int) -> ActionError:

@@ -45,7 +45,8 @@ def _connection_schema() -> dict[str, Any]:
 
 def _error_responses(*codes: int) -> dict[str, Any]:
     described = {400: "The database refused the statement", 401: "No valid credentials", 403: "Not allowed",
-                 404: "Something named does not exist", 409: "A conflict with the data's rules or state",
+                 404: "Something named does not exist", 408: "The request body did not arrive in time",
+                 409: "A conflict with the data's rules or state",
                  413: "Too large", 422: "The request is not valid", 429: "Too many requests on this connection",
                  499: "Cancelled", 500: "A bug in pgactions", 502: "The database could not be reached",
                  503: "Try again later", 504: "The action's timeout passed"}

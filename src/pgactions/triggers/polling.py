@@ -221,7 +221,8 @@ class PollingSource:
         self.look_back = float(look_back)
         self._cap = batch  # halved while a batch would pass the output cap
         self._state = self._load(checkpoint)
-        # Catching up (the last round filled its batch): rows delivered since the last look-back.
+        # Catching up (the last round's fresh rows filled the batch, no late rows left waiting):
+        # and the fresh rows delivered since the last look-back.
         self._full, self._unchecked = False, 0
 
     # -- checkpoint --------------------------------------------------------------------------------
@@ -324,10 +325,12 @@ class PollingSource:
             state["marks"] = [[started_at, None]]
         position: Position | None = state["position"]
         # While catching up, the look-back (the keys of up to max_seen rows behind the position)
-        # would cost more than the batch itself: it runs every few rounds instead, before the
-        # rows delivered since reach half of its window — so a late row is still found.
+        # would cost more than the batch itself: it runs every few rounds instead, before the rows
+        # delivered since reach half of its window, and then reads that many keys more — so it
+        # reaches as far behind the position of its previous run as it did when it ran each round.
         skip = self._full and self._unchecked + self.batch_size <= self.max_seen // 2
-        late, pending, seen = ([], False, state["seen"]) if skip else self._look_back(position)
+        late, pending, seen = (([], False, state["seen"]) if skip
+                               else self._look_back(position, self.max_seen + self._unchecked))
         fresh: list[dict[str, Any]] = []
         room = self.batch_size - len(late)
         if room > 0:
@@ -341,7 +344,7 @@ class PollingSource:
             state["seen"] = seen + [self._position(r) for r in late] + [self._position(r) for r in fresh]
         if not pending and not skip:
             state["since"] = started_at  # else the next poll looks back as far as this one did
-        self._full = len(late) + len(fresh) >= self.batch_size
+        self._full = not pending and room > 0 and len(fresh) >= room
         self._unchecked = self._unchecked + len(fresh) if skip else len(fresh)
         self._add_mark(read_at, state["position"])
         return [self._event(r) for r in late] + [self._event(r) for r in fresh]
@@ -358,10 +361,11 @@ class PollingSource:
         index = max(index, 0)
         return marks[index][1], index
 
-    def _look_back(self, position: Position | None) -> tuple[list[dict[str, Any]], bool, list[Position]]:
+    def _look_back(self, position: Position | None,
+                   reach: int) -> tuple[list[dict[str, Any]], bool, list[Position]]:
         """Rows behind *position*, above the low-water mark, not delivered yet (as whole rows,
         oldest first, at most a batch); whether more such rows wait; the seen positions still in
-        the window."""
+        the window.  At most *reach* keys are read (the window's older end is cut there)."""
         state = self._state
         if self.look_back <= 0 or position is None:
             return [], False, []
@@ -372,10 +376,10 @@ class PollingSource:
             where += _after(self.columns, low)
         if state["floor"] is not None:
             where += _after(self.columns, state["floor"])
-        keys = self._find(where, select=self.columns, descending=True, limit=self.max_seen + 1)
-        if len(keys) > self.max_seen:  # the window holds more rows than the look-back keeps
-            state["floor"] = self._position(keys[self.max_seen])
-            keys = keys[: self.max_seen]
+        keys = self._find(where, select=self.columns, descending=True, limit=reach + 1)
+        if len(keys) > reach:  # the window holds more rows than the look-back keeps
+            state["floor"] = self._position(keys[reach])
+            keys = keys[:reach]
         delivered = {_hashable(p) for p in state["seen"]}
         in_window = [self._position(k) for k in reversed(keys)]  # oldest first
         seen = [p for p in in_window if _hashable(p) in delivered]
