@@ -14,22 +14,15 @@ from typing import Any
 from pgactions import Runtime
 from pgactions.db.output import FileSink
 
+from .peak_memory import PEAK_SOURCE
+
 # Runs the CLI in a fresh process and records its exit code and peak memory in a side file, so
 # that stdout and stderr stay exactly the CLI's own.
 # Peak memory two ways: max RSS (everything, libpq's buffers too, which vary with how fast the
 # server sends), and the peak of Python's own allocations (tracemalloc: where a document held in
 # memory would show, whatever the machine's load).
-_WRAPPER = """
-import json, resource, sys, tracemalloc
-
-def peak_mb():  # VmHWM: this process's own peak (ru_maxrss keeps the parent's at fork, across exec)
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_WRAPPER = PEAK_SOURCE + """
+import json, sys, tracemalloc
 
 tracemalloc.start()
 from pgactions.cli import main

@@ -21,19 +21,10 @@ from pgactions import ActionError, Limits, Runtime
 from pgactions.db import streaming
 from pgactions.db.output import SPILL_BYTES, FileSink, Output, OutputBudget, Rows, serialize
 
-_CHILD = """
-import json, resource, sys, tracemalloc
+from .peak_memory import PEAK_SOURCE
 
-def peak_mb():
-    # VmHWM is this process's own peak; ru_maxrss also counts the parent's memory at fork time,
-    # which a large test process would pass on (Linux keeps it across exec).
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_CHILD = PEAK_SOURCE + """
+import json, sys, tracemalloc
 
 if "--trace" in sys.argv:
     tracemalloc.start()

@@ -18,6 +18,8 @@ import pytest
 from pgactions import ActionError, Runtime
 from pgactions.render.templating import MAX_VALUE_BYTES, quote_identifier, render_value
 
+from .peak_memory import PEAK_SOURCE
+
 FAST = 5.0  # seconds
 
 TEXT = "a b " * 500_000  # 2 MB
@@ -225,18 +227,9 @@ def test_templates_below_the_limits_still_render() -> None:
 def test_memory_stays_bounded_for_the_worst_templates() -> None:
     """In a fresh process: the peak memory (VmHWM) grows by less than 100 MB while each of
     these is refused (without the limits the first alone takes 1 GB)."""
-    script = textwrap.dedent("""
-        import resource, sys
+    script = PEAK_SOURCE + textwrap.dedent("""
+        import sys
         from pgactions import ActionError
-
-        def peak_kb():  # this process's own peak (ru_maxrss keeps the parent's, across exec)
-            try:
-                for line in open("/proc/self/status"):
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-            except OSError:
-                pass
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         from pgactions.render.templating import render_value
         ctx = {"trigger": {"s": "x" * 1000}}
         render_value("{{ trigger.s | upper }}{{ 1 + 1 }}", ctx)
