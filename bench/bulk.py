@@ -122,13 +122,15 @@ def report(r: dict[str, float]) -> None:
 
 
 @contextmanager
-def bench_server() -> Iterator[str]:
-    """PGACTIONS_BENCH_DSN, or a throwaway local server for the run (bench/run.py uses it too)."""
+def bench_server(max_connections: int = 40, **settings: str) -> Iterator[str]:
+    """PGACTIONS_BENCH_DSN, or a throwaway local server for the run, with these postgresql.conf
+    *settings* over ``shared_buffers = 256MB`` (every bench script uses it)."""
     url = os.environ.get("PGACTIONS_BENCH_DSN")
     if url:
         yield url
         return
-    server = LocalServer(ssl=False, extra_conf={"shared_buffers": "256MB"}).start()
+    server = LocalServer(ssl=False, max_connections=max_connections,
+                         extra_conf={"shared_buffers": "256MB", **settings}).start()
     try:
         yield server.url()
     finally:

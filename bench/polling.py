@@ -44,8 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -216,22 +214,6 @@ def cli_variant(name: str, url: str, inputs: dict[str, Any], rows: int, tmp: Pat
             "rate": seen.count / wall, "rss": [], "checkpoint_bytes": checkpoint.stat().st_size}
 
 
-@contextmanager
-def database() -> Iterator[str]:
-    dsn = os.environ.get("PGACTIONS_BENCH_DSN")
-    if dsn:
-        yield dsn
-        return
-    from pgactions.devtools.local_server import LocalServer
-
-    server = LocalServer(ssl=False, extra_conf={"shared_buffers": "512MB", "fsync": "off",
-                                                "synchronous_commit": "off", "max_wal_size": "4GB"}).start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
-
-
 def show(name: str, result: dict[str, Any], anchor: float | None, expect: int) -> None:
     ok = "ok" if result["rows"] == expect and not result["duplicates"] else \
         f"WRONG: {result['rows']:,} events, {result['duplicates']} duplicates, {expect:,} expected"
@@ -262,7 +244,10 @@ def main() -> None:
     import psycopg
 
     batches = [int(b) for b in args.batches.split(",")]
-    with database() as url, tempfile.TemporaryDirectory(prefix="pgactions-bench-polling-") as tmp_name:
+    from bulk import bench_server  # bench/bulk.py, beside this script (imported here: children stay lean)
+
+    with bench_server(shared_buffers="512MB", fsync="off", synchronous_commit="off", max_wal_size="4GB") as url, \
+            tempfile.TemporaryDirectory(prefix="pgactions-bench-polling-") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:

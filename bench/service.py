@@ -45,8 +45,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,7 @@ from typing import Any
 import psycopg
 
 from pgactions import Runtime
-from pgactions.devtools.local_server import LocalServer, free_port
+from pgactions.devtools.local_server import free_port
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_post.lua"
@@ -427,19 +425,6 @@ def summarise_profile(path: Path) -> list[tuple[str, float]]:
 
 
 # -- the run ------------------------------------------------------------------------------------------
-@contextmanager
-def database() -> Iterator[str]:
-    dsn = os.environ.get("PGACTIONS_BENCH_DSN")
-    if dsn:
-        yield dsn
-        return
-    server = LocalServer(ssl=False, max_connections=120, extra_conf={"shared_buffers": "256MB"}).start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
-
-
 def launch_service(argv: list[str]) -> int:
     """``pgactions serve …`` in this process after uvicorn's TCP_NODELAY fix (--tcp-nodelay-fix)."""
     from handwritten_endpoint import tcp_nodelay_fix  # bench/, beside this script
@@ -453,6 +438,8 @@ def launch_service(argv: list[str]) -> int:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--launch-service":
         return launch_service(sys.argv[2:])
+    from bulk import bench_server  # bench/bulk.py, beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=1, help="wrk runs per test and contender, best kept")
@@ -473,7 +460,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pgactions-bench-service-"))
     started: list[Contender] = []
     try:
-        with database() as dsn:
+        with bench_server(max_connections=120) as dsn:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 for statement in SETUP.split(";"):
                     if statement.strip():

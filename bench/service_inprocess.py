@@ -151,20 +151,14 @@ async def _measure(app: App, request: Callable[[int], tuple[str, bytes]], count:
 
 def main() -> int:
     import uvloop
-
-    from pgactions.devtools.local_server import LocalServer
+    from bulk import bench_server  # bench/bulk.py, beside this script
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    server = None
-    dsn = os.environ.get("PGACTIONS_BENCH_DSN")
-    if not dsn:
-        server = LocalServer(ssl=False).start()
-        dsn = server.url()
-    try:
+    with bench_server() as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS bench_users")
             conn.execute("CREATE TABLE bench_users (id int PRIMARY KEY, name text, email text, created_at timestamptz)")
@@ -184,9 +178,6 @@ def main() -> int:
             for name in makers:
                 cpu = results[(name, concurrency)]
                 print(f"  c{concurrency:<3} {name:14s} {cpu:6.0f} µs  ({cpu / hand:.2f}x hand-written)")
-    finally:
-        if server is not None:
-            server.stop()
     return 0
 
 
