@@ -223,11 +223,12 @@ class ServiceApp(Starlette):
     direct: Boundary | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.direct is not None and scope["type"] == "http" and scope["method"] == "POST" \
-                and _RUN_PATH.match(scope["path"]):
-            scope["app"] = self
-            await self.direct(scope, receive, send)
-            return
+        if self.direct is not None and scope["type"] == "http" and scope["method"] == "POST":
+            run = _RUN_PATH.match(scope["path"])
+            if run:
+                scope["app"], scope["path_params"] = self, {"action": run.group(1)}
+                await self.direct(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -238,8 +239,8 @@ _RUN_PATH = re.compile(r"^/v1/actions/([^/:]+):run$")
 class Boundary:
     """Outermost: gives each request an id (``X-Request-Id``, the caller's if it is a plain token),
     times it, turns any unexpected exception into INTERNAL_ERROR, writes the access log line and
-    the metrics.  With *direct_run* (the service), ``POST /v1/actions/{id}:run`` goes straight to
-    its handler (see :class:`ServiceApp`); any other request goes on to *app*."""
+    the metrics.  With *direct_run* (the service) it answers ``POST /v1/actions/{id}:run`` itself,
+    the only request :class:`ServiceApp` gives it; without, every request goes on to *app*."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, direct_run: Service | None = None) -> None:
         self.app, self.metrics, self.direct_run = app, metrics, direct_run
@@ -267,9 +268,8 @@ class Boundary:
             await send(message)
 
         try:
-            direct = self.direct_run and scope["method"] == "POST" and _RUN_PATH.match(scope["path"])
-            if direct:
-                answer = await self._run(direct.group(1), scope, receive)
+            if self.direct_run is not None:  # ServiceApp sends it only :run (its action in path_params)
+                answer = await self._run(scope, receive)
                 if isinstance(answer, bytes):  # the usual answer: two messages, no Response object
                     status, sent = 200, True
                     await send({"type": "http.response.start", "status": 200, "headers": [
@@ -291,10 +291,9 @@ class Boundary:
                 await response(scope, receive, send_with_id)
         self._account(scope, state, status, time.perf_counter() - started, request_id)
 
-    async def _run(self, action: str, scope: Scope, receive: Receive) -> Response | bytes:
+    async def _run(self, scope: Scope, receive: Receive) -> Response | bytes:
         from pgactions.service.actions_api import run_request
 
-        scope["path_params"] = {"action": action}
         assert self.direct_run is not None
         try:
             return await run_request(self.direct_run, Request(scope, receive))

@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,23 +288,13 @@ class Service:
                         cancel: threading.Event | None = None) -> Any:
         """Run *work* in the bounded thread pool.  Cancelling the awaiting task sets the work's
         *cancel* event (the runtime cancels the query on the server and rolls back); so does the
-        client going away, when there is a *request* to watch.  That watch starts only for work
-        still running after a few milliseconds: most actions are done by then, and a task per
-        request costs more than the query."""
+        client going away, when there is a *request* to watch (:func:`_watching`)."""
         cancel = cancel or threading.Event()
         async with self.slots:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
             try:
-                done, _ = await asyncio.wait({future}, timeout=WATCH_AFTER_SECONDS)
-                if not done and request is None:
+                with _watching(request, cancel):
                     await asyncio.wait({future})
-                elif not done:
-                    assert request is not None
-                    watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
-                    try:
-                        await asyncio.wait({future})
-                    finally:
-                        watcher.cancel()
             except asyncio.CancelledError:  # the awaiting task was cancelled: so is the action
                 cancel.set()
                 raise
@@ -326,21 +316,11 @@ class Service:
         with self.slot(profile):
             if self.cooperative:
                 async with self._gate(profile):
-                    loop = asyncio.get_running_loop()
-                    watchers: list[asyncio.Task[None]] = []
-                    timer = None
-                    if request is not None:  # as in_thread: watch for the client leaving, once it takes a while
-                        timer = loop.call_later(WATCH_AFTER_SECONDS, lambda: watchers.append(
-                            loop.create_task(_watch_disconnect(request, cancel))))
                     try:
-                        return await drive(work, cancel, True, cancel=cancel)
+                        with _watching(request, cancel):
+                            return await drive(work, cancel, True, cancel=cancel)
                     except WouldBlock:
                         pass  # nothing was sent to the server: run it where it may block
-                    finally:
-                        if timer is not None:
-                            timer.cancel()
-                        for watcher in watchers:
-                            watcher.cancel()
             return await self.in_thread(request, lambda event: work(event, True), cancel)
 
     def _gate(self, profile: ConnectionProfile) -> _Gate:
@@ -466,6 +446,26 @@ class _Slot:
                 self.service._running[self.profile] = left
             else:  # callers may send ever new profiles: keep no entry for an idle one
                 del self.service._running[self.profile]
+
+
+@contextlib.contextmanager
+def _watching(request: Request | None, cancel: threading.Event) -> Iterator[None]:
+    """While the block runs, the client going away sets *cancel* — watched only once the work
+    has taken a few milliseconds: most actions are done by then, and a task per request costs
+    more than the query."""
+    if request is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    watchers: list[asyncio.Task[None]] = []
+    timer = loop.call_later(WATCH_AFTER_SECONDS,
+                            lambda: watchers.append(loop.create_task(_watch_disconnect(request, cancel))))
+    try:
+        yield
+    finally:
+        timer.cancel()
+        for watcher in watchers:
+            watcher.cancel()
 
 
 async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
